@@ -1,0 +1,255 @@
+"""The command line: `python -m collab_core {train,lr-find,evaluate,recommend,similar}`.
+
+Exit status 0 on success, 2 on bad input or usage (one line `error: ...` on stderr), 1 on an
+unexpected failure. With --json the last line of stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from collab_core.data import Dataset, default_cache_dir, load_dataset
+from collab_core.encoding import FOLDS, SPLITS
+from collab_core.errors import CollabError
+from collab_core.learner import Trained, get_or_train, prepare, rows_to_tensors
+from collab_core.nets import MODELS
+from collab_core.store import ModelStore
+from collab_core.train import BatchEvent, EpochEvent, TrainConfig, build_model, lr_find, pick_device
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+
+
+class UsageError(CollabError):
+    """Bad command-line usage (exit status 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m collab_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    data = Parser(add_help=False)
+    group = data.add_argument_group("data options")
+    group.add_argument("--data", help="ml-100k folder or zip, MovieLens CSV folder, or a ratings table")
+    for role in ("user", "item", "rating", "timestamp", "title"):
+        group.add_argument(
+            f"--{role}-col", help=f"{role} column of a ratings table (name or 0-based position)"
+        )
+    group.add_argument("--models-dir", type=Path, help="the model store (default: models/ of the repo)")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    model = Parser(add_help=False)
+    defaults = TrainConfig()
+    group = model.add_argument_group("model options")
+    group.add_argument("--model", default=defaults.model, choices=list(MODELS))
+    group.add_argument("--factors", type=int, default=defaults.n_factors)
+    group.add_argument("--epochs", type=int, default=defaults.epochs)
+    group.add_argument("--lr", type=float, default=defaults.lr)
+    group.add_argument("--wd", type=float, default=defaults.wd)
+    group.add_argument("--bs", type=int, default=defaults.bs)
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--y-range", type=float, nargs=2, default=defaults.y_range, metavar=("LOW", "HIGH"))
+    group.add_argument("--item-key", choices=["title", "id"], default=defaults.item_key)
+    how = group.add_mutually_exclusive_group()
+    how.add_argument("--valid-pct", type=float, default=defaults.valid_pct)
+    how.add_argument("--split", choices=SPLITS, default=defaults.split)
+    p = sub.add_parser("train", parents=[data, model], help="train a model (or load it from the store)")
+    p.add_argument("--no-save", action="store_true", help="do not read or write the model store")
+    p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    p = sub.add_parser("lr-find", parents=[data, model], help="sweep the learning rate, suggest one")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("evaluate", parents=[data, model], help="train and score on fold files")
+    p.add_argument("--folds", default="u1,u2,u3,u4,u5", help="comma-separated, from u1..u5, ua, ub")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("recommend", parents=[data, model], help="top unseen movies for a user")
+    p.add_argument("--user", required=True)
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("similar", parents=[data, model], help="nearest movies to a movie")
+    p.add_argument("--movie", required=True, help="a title (or an id with --item-key id)")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, split: str | None = None) -> TrainConfig:
+    return TrainConfig(
+        model=args.model, n_factors=args.factors, epochs=args.epochs, lr=args.lr, wd=args.wd,
+        bs=args.bs, seed=args.seed, y_range=tuple(args.y_range), split=split or args.split,
+        valid_pct=args.valid_pct, item_key=args.item_key,
+    )  # fmt: skip
+
+
+def load_data(args: argparse.Namespace) -> Dataset:
+    columns = {
+        f"{r}_col": getattr(args, f"{r}_col") for r in ("user", "item", "rating", "timestamp", "title")
+    }
+    bar = ProgressBar("downloading ml-100k")
+    dataset = load_dataset(
+        args.data, data_dir=os.environ.get("COLLAB_DATA_DIR"),
+        cache_dir=default_cache_dir(os.environ), progress=bar, columns=columns,
+    )  # fmt: skip
+    bar.close()
+    for message in dataset.warnings:
+        print(f"warning: {message}", file=sys.stderr)
+    return dataset
+
+
+def store_from_args(args: argparse.Namespace) -> ModelStore:
+    return ModelStore(args.models_dir or Path(os.environ.get("COLLAB_MODELS_DIR", DEFAULT_MODELS_DIR)))
+
+
+class ProgressBar:
+    """A one-line download bar on stderr: percent, size and speed."""
+
+    def __init__(self, label: str):
+        self.label, self.start, self.shown = label, time.perf_counter(), False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        speed = done / max(time.perf_counter() - self.start, 1e-9) / 1e6
+        size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        pct = f"{100 * done / total:5.1f}% " if total else ""
+        print(f"\r{self.label}: {pct}{size} at {speed:.1f} MB/s", end="", file=sys.stderr, flush=True)
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+class EpochTable:
+    """Prints fastai's table (epoch, train_loss, valid_loss, time) as epochs end."""
+
+    def __init__(self, out=sys.stdout):
+        self.out = out
+        print(f"{'epoch':<7}{'train_loss':<12}{'valid_loss':<12}time", file=out, flush=True)
+
+    def __call__(self, event: BatchEvent | EpochEvent) -> None:
+        if isinstance(event, EpochEvent):
+            minutes, seconds = divmod(round(event.seconds), 60)
+            print(f"{event.epoch:<7}{event.train_loss:<12.6f}{event.valid_loss:<12.6f}"
+                  f"{minutes:02d}:{seconds:02d}", file=self.out, flush=True)  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    dataset, config = load_data(args), config_from_args(args)
+    store = None if args.no_save else store_from_args(args)
+    trained = get_or_train(dataset, config, store, args.device, callback=EpochTable())
+    if trained.from_store:
+        print(f"loaded from {store.root / trained.key}.pt (trained in {trained.meta['fit_seconds']:.2f} s)")
+        for epoch, (t, v) in enumerate(zip(trained.meta["history"]["train_loss"],
+                                           trained.meta["history"]["valid_loss"])):  # fmt: skip
+            print(f"{epoch:<7}{t:<12.6f}{v:<12.6f}(stored)")
+    meta = trained.meta
+    return {
+        "model": config.model,
+        "key": meta["key"],
+        "from_store": trained.from_store,
+        "train_loss": meta["history"]["train_loss"],
+        "valid_loss": meta["history"]["valid_loss"],
+        "valid_rmse": meta["metrics"]["rmse"],
+        "valid_mae": meta["metrics"]["mae"],
+        "fit_seconds": meta["fit_seconds"],
+        "device": meta["device"],
+        "config": config.to_dict(),
+    }
+
+
+def cmd_lr_find(args: argparse.Namespace) -> dict:
+    dataset, config = load_data(args), config_from_args(args)
+    encoded, train_rows, _ = prepare(dataset, config)
+    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(args.device))
+    found = lr_find(model, rows_to_tensors(encoded, train_rows), bs=config.bs, wd=config.wd, seed=config.seed)
+    print(f"suggested lr: {found.suggestion:.2e} (valley; {len(found.lrs)} batches swept)")
+    return {"model": config.model, "suggestion": found.suggestion, "lrs": found.lrs, "losses": found.losses}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    dataset = load_data(args)
+    folds = [f.strip() for f in args.folds.split(",") if f.strip()]
+    unknown = [f for f in folds if f not in FOLDS]
+    if unknown or not folds:
+        raise UsageError(f"unknown fold {unknown[0] if unknown else '(none)'}; use {', '.join(FOLDS)}")
+    store = store_from_args(args)
+    rows = []
+    print(f"{'fold':<6}{'rmse':<10}{'mae':<10}fit_s")
+    for fold in folds:
+        trained = get_or_train(dataset, config_from_args(args, split=fold), store, args.device)
+        m = trained.meta["metrics"]
+        rows.append({"fold": fold, "rmse": m["rmse"], "mae": m["mae"], "mse": m["mse"],
+                     "fit_seconds": trained.meta["fit_seconds"]})  # fmt: skip
+        print(f"{fold:<6}{m['rmse']:<10.4f}{m['mae']:<10.4f}{trained.meta['fit_seconds']:.2f}", flush=True)
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("rmse", "mae", "mse")}
+    print(f"{'mean':<6}{mean['rmse']:<10.4f}{mean['mae']:<10.4f}")
+    return {"model": args.model, "folds": rows, "mean_rmse": mean["rmse"], "mean_mae": mean["mae"]}
+
+
+def _trained(args: argparse.Namespace) -> Trained:
+    trained = get_or_train(load_data(args), config_from_args(args), store_from_args(args), args.device)
+    where = f"loaded from {trained.key}" if trained.from_store else f"trained and saved as {trained.key}"
+    print(f"model {trained.config.model}: {where}", file=sys.stderr)
+    return trained
+
+
+def cmd_recommend(args: argparse.Namespace) -> dict:
+    from collab_core.analysis import recommend
+
+    trained = _trained(args)
+    table = recommend(trained, args.user, n=args.n)
+    print(table.to_string(index=False))
+    return {"user": args.user, "recommendations": _records(table)}
+
+
+def cmd_similar(args: argparse.Namespace) -> dict:
+    from collab_core.analysis import nearest_items
+
+    trained = _trained(args)
+    table = nearest_items(trained, args.movie, n=args.n, metric=args.metric)
+    print(table.to_string(index=False))
+    return {"movie": args.movie, "metric": args.metric, "similar": _records(table)}
+
+
+def _records(table) -> list[dict]:
+    return json.loads(table.to_json(orient="records"))
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "lr-find": cmd_lr_find,
+    "evaluate": cmd_evaluate,
+    "recommend": cmd_recommend,
+    "similar": cmd_similar,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+        result = COMMANDS[args.command](args)
+    except CollabError as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=_json_default))
+    return 0
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)

@@ -1,0 +1,152 @@
+"""Encode raw ids to embedding indices (fastai's Categorify) and split ratings.
+
+Each vocabulary is sorted with index 0 reserved for `#na#`. Items are keyed by title by
+default, as in the book (ml-100k: 1,664 titles + `#na#` = 1,665 rows), or by id on request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from collab_core.data import MIN_RATINGS, Dataset
+from collab_core.errors import ConfigError, DataError
+
+NA = "#na#"
+FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+SPLITS = ("random", "temporal", *FOLDS)
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """A dataset's ratings as index tensors, with the vocabularies that map them back."""
+
+    users: np.ndarray = field(repr=False)  # (n_users,) raw user ids; users[0] is "#na#"
+    items: np.ndarray = field(repr=False)  # (n_items,) item keys (titles or ids); items[0] "#na#"
+    user_idx: torch.Tensor = field(repr=False)  # (N,) int64 index into users
+    item_idx: torch.Tensor = field(repr=False)  # (N,) int64 index into items
+    rating: torch.Tensor = field(repr=False)  # (N,) float32
+    item_key: str = "title"  # "title" or "id"
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def user_index(self, user: object) -> int:
+        """The index of a raw user id; a precise error if the model never saw it."""
+        return _lookup(self.users, user, "user")
+
+    def item_index(self, item: object) -> int:
+        """The index of an item key (title or id); a precise error if the model never saw it."""
+        return _lookup(self.items, item, "item")
+
+
+def _lookup(vocab: np.ndarray, key: object, what: str) -> int:
+    keys = vocab[1:]
+    for candidate in (key, _as_int(key)):
+        if candidate is None:
+            continue
+        try:
+            pos = int(np.searchsorted(keys, candidate))
+        except TypeError:
+            continue
+        if pos < len(keys) and keys[pos] == candidate:
+            return pos + 1
+    raise DataError(f"{what} {key!r} is not in this model's data ({len(keys):,} {what}s known)")
+
+
+def _as_int(key: object) -> int | None:
+    try:
+        return int(str(key))
+    except ValueError:
+        return None
+
+
+def encode(dataset: Dataset, item_key: str = "title") -> Encoded:
+    """Index the ratings with sorted vocabularies, index 0 = #na#, items by title or id."""
+    if item_key not in ("title", "id"):
+        raise ConfigError(f"item_key must be 'title' or 'id', not {item_key!r}")
+    r = dataset.ratings
+    users, user_codes = np.unique(r["user"].to_numpy(), return_inverse=True)
+    if item_key == "title":
+        item_ids = np.unique(r["item"].to_numpy())
+        titles = dataset.items["title"].reindex(item_ids).to_numpy(dtype=object).astype(str)
+        items, title_codes = np.unique(titles, return_inverse=True)
+        item_codes = title_codes[np.searchsorted(item_ids, r["item"].to_numpy())]
+    else:
+        items, item_codes = np.unique(r["item"].to_numpy(), return_inverse=True)
+    return Encoded(
+        users=np.concatenate([np.array([NA], dtype=object), users.astype(object)]),
+        items=np.concatenate([np.array([NA], dtype=object), items.astype(object)]),
+        user_idx=torch.from_numpy(user_codes.astype(np.int64) + 1),
+        item_idx=torch.from_numpy(item_codes.astype(np.int64) + 1),
+        rating=torch.tensor(r["rating"].to_numpy(dtype=np.float32)),
+        item_key=item_key,
+    )
+
+
+def item_titles(dataset: Dataset, encoded: Encoded) -> np.ndarray:
+    """The display title of every item index (#na# at 0)."""
+    if encoded.item_key == "title":
+        return encoded.items.astype(str)
+    titles = dataset.items["title"].reindex(encoded.items[1:].astype(np.int64)).to_numpy()
+    return np.concatenate([[NA], titles]).astype(str)
+
+
+def split(
+    dataset: Dataset, how: str = "random", valid_pct: float = 0.2, seed: int = 42
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, valid) of dataset.ratings for a random, temporal or u1..ub split."""
+    n = len(dataset.ratings)
+    if how not in SPLITS:
+        raise ConfigError(f"unknown split {how!r}; choose one of {', '.join(SPLITS)}")
+    if how in FOLDS:
+        return _fold_split(dataset, how)
+    if not 0.0 < valid_pct < 1.0:
+        raise ConfigError(f"valid_pct must be between 0 and 1 (exclusive), not {valid_pct}")
+    n_valid = int(valid_pct * n)
+    if n < MIN_RATINGS or n_valid < 1 or n - n_valid < 1:
+        raise DataError(f"{n} ratings are too few to split with valid_pct={valid_pct}")
+    if how == "temporal":
+        return _temporal_split(dataset, valid_pct)
+    # fastai's RandomSplitter: a seeded torch.randperm, the first cut rows are validation
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=generator).numpy()
+    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+
+
+def _temporal_split(dataset: Dataset, valid_pct: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's latest ratings (valid_pct of them, keeping at least one) go to validation."""
+    r = dataset.ratings
+    if "timestamp" not in r:
+        raise DataError(f"{dataset.name} has no timestamps, so it cannot be split by time")
+    order = np.lexsort((np.arange(len(r)), r["timestamp"].to_numpy(), r["user"].to_numpy()))
+    users = r["user"].to_numpy()[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, len(users)])
+    rank = np.arange(len(users)) - np.repeat(starts, counts)  # position in the user's history
+    n_valid = np.minimum(np.floor(counts * valid_pct).astype(int), counts - 1)
+    is_valid = rank >= np.repeat(counts - n_valid, counts)
+    return np.sort(order[~is_valid]), np.sort(order[is_valid])
+
+
+def _fold_split(dataset: Dataset, fold: str) -> tuple[np.ndarray, np.ndarray]:
+    """The canonical ml-100k folds: u1..u5 (5-fold) and ua/ub (10 ratings per user held out)."""
+    if dataset.folder is None or not (dataset.folder / f"{fold}.test").is_file():
+        raise DataError(f"split {fold} needs the ml-100k fold files ({fold}.base/{fold}.test)")
+    test = pd.read_csv(
+        dataset.folder / f"{fold}.test", sep="\t", header=None, usecols=[0, 1],
+        names=["user", "item"], dtype="int64",
+    )  # fmt: skip
+    keys = dataset.ratings["user"].to_numpy() * 1_000_000 + dataset.ratings["item"].to_numpy()
+    is_valid = np.isin(keys, test["user"].to_numpy() * 1_000_000 + test["item"].to_numpy())
+    if is_valid.sum() != len(test):
+        raise DataError(f"{fold}.test does not match the ratings of {dataset.name}")
+    return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)

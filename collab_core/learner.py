@@ -1,0 +1,151 @@
+"""Dataset + config -> a trained model, from the store when it is there: the one path that the
+command line, the pages and the tests all take."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from collab_core.data import Dataset
+from collab_core.encoding import Encoded, encode, split
+from collab_core.errors import DataError
+from collab_core.store import ModelStore, StoreWarning, config_from_meta, downsample, entry_key
+from collab_core.train import Callback, TrainConfig, build_model, fit_one_cycle, pick_device
+
+Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass(eq=False)
+class Trained:
+    """A trained model with the data, encoding and split it was trained on."""
+
+    config: TrainConfig
+    model: nn.Module = field(repr=False)
+    dataset: Dataset = field(repr=False)
+    encoded: Encoded = field(repr=False)
+    train_rows: np.ndarray = field(repr=False)  # rows of dataset.ratings used for training
+    valid_rows: np.ndarray = field(repr=False)
+    meta: dict = field(repr=False)  # the store's JSON: history, metrics, fit time, device
+    from_store: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.meta["key"]
+
+    def tensors(self, rows: np.ndarray) -> Tensors:
+        return rows_to_tensors(self.encoded, rows)
+
+
+def rows_to_tensors(encoded: Encoded, rows: np.ndarray) -> Tensors:
+    """(users, items, ratings) tensors of the given rows."""
+    ix = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    return encoded.user_idx[ix], encoded.item_idx[ix], encoded.rating[ix]
+
+
+def prepare(dataset: Dataset, config: TrainConfig) -> tuple[Encoded, np.ndarray, np.ndarray]:
+    """Encode and split as the config says; check the ratings fit its y_range."""
+    encoded = encode(dataset, config.item_key)
+    train_rows, valid_rows = split(dataset, config.split, config.valid_pct, config.seed)
+    low, high = config.y_range
+    r = encoded.rating
+    if float(r.min()) < low or float(r.max()) > high:
+        raise DataError(
+            f"ratings span {float(r.min()):g}..{float(r.max()):g}, outside y_range {low:g}..{high:g}: "
+            "set a y_range that covers them"
+        )
+    return encoded, train_rows, valid_rows
+
+
+def get_or_train(
+    dataset: Dataset,
+    config: TrainConfig,
+    store: ModelStore | None = None,
+    device: str = "auto",
+    callback: Callback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Trained:
+    """The model for (dataset, config): loaded from the store if there, else trained (and saved)."""
+    encoded, train_rows, valid_rows = prepare(dataset, config)
+    key = entry_key(config, dataset.fingerprint)
+    dev = pick_device(device)
+    args = (config, dataset, encoded, train_rows, valid_rows)
+    if store is not None:
+        found = _from_store(store, key, dev, *args)
+        if found is not None:
+            return found
+    with store.lock(key) if store is not None else contextlib.nullcontext():
+        if store is not None:  # another process may have trained it while we waited
+            found = _from_store(store, key, dev, *args)
+            if found is not None:
+                return found
+        model = build_model(config, encoded.n_users, encoded.n_items, dev)
+        train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
+        result = fit_one_cycle(model, train, valid, config, callback, should_stop)
+        meta = {
+            "key": key,
+            "config": config.to_dict(),
+            "data": {
+                "name": dataset.name,
+                "fingerprint": dataset.fingerprint,
+                "n_users": encoded.n_users,
+                "n_items": encoded.n_items,
+                "n_ratings": len(dataset.ratings),
+            },
+            "split": {"how": config.split, "n_train": len(train_rows), "n_valid": len(valid_rows)},
+            "history": {
+                "train_loss": result.train_loss,
+                "valid_loss": result.valid_loss,
+                "batch_loss": downsample(result.batch_loss),
+                "n_batches": len(result.batch_loss),
+            },
+            "metrics": result.metrics,
+            "fit_seconds": result.fit_seconds,
+            "device": result.device,
+        }
+        if store is not None:
+            meta = store.save(key, model, meta)
+    return Trained(config, model, dataset, encoded, train_rows, valid_rows, meta, from_store=False)
+
+
+def load_trained(dataset: Dataset, meta: dict, store: ModelStore, device: str = "auto") -> Trained:
+    """Open a stored model (as listed by store.list()) on the dataset it was trained on."""
+    if meta["data"]["fingerprint"] != dataset.fingerprint:
+        raise DataError(f"model {meta['key']} was trained on {meta['data']['name']}, not on this data")
+    config = config_from_meta(meta)
+    encoded, train_rows, valid_rows = prepare(dataset, config)
+    found = _from_store(store, meta["key"], pick_device(device), config, dataset, encoded,
+                        train_rows, valid_rows)  # fmt: skip
+    if found is None:
+        raise DataError(f"model {meta['key']} could not be loaded from {store.root}")
+    return found
+
+
+def _from_store(
+    store: ModelStore,
+    key: str,
+    device: torch.device,
+    config: TrainConfig,
+    dataset: Dataset,
+    encoded: Encoded,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+) -> Trained | None:
+    entry = store.load(key)
+    if entry is None:
+        return None
+    model = build_model(config, encoded.n_users, encoded.n_items, device)
+    try:
+        model.load_state_dict(entry.state)
+    except RuntimeError as e:
+        message = " ".join(str(e).split())[:200]
+        warnings.warn(f"model {key} does not fit this data and will be retrained: {message}",
+                      StoreWarning, stacklevel=2)  # fmt: skip
+        return None
+    model.eval()
+    return Trained(config, model, dataset, encoded, train_rows, valid_rows, entry.meta, True)

@@ -1,0 +1,199 @@
+"""The models of fastai's chapter 8, by name. Every forward takes (users, items) index tensors.
+
+Shapes: B = batch size, F = number of factors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from collab_core.errors import ConfigError
+
+YRange = tuple[float, float]
+
+
+def sigmoid_range(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Squash x into (low, high) with a sigmoid, as fastai does."""
+    return torch.sigmoid(x) * (high - low) + low
+
+
+def get_emb_sz(n_cat: int) -> int:
+    """fastai's rule of thumb for an embedding's width: 944 -> 74, 1665 -> 102."""
+    return min(600, round(1.6 * n_cat**0.56))
+
+
+def trunc_normal_embedding(n: int, width: int, std: float = 0.01) -> nn.Embedding:
+    """fastai's `Embedding`: N(0, 1) folded into (-2, 2), scaled by std."""
+    emb = nn.Embedding(n, width)
+    with torch.no_grad():
+        emb.weight.normal_().fmod_(2).mul_(std)
+    return emb
+
+
+class DotProduct(nn.Module):
+    """r̂ = u·m, or σ_range(u·m) with a y_range; nn.Embedding's N(0, 1) init as in the book."""
+
+    has_bias = False
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange | None = None):
+        super().__init__()
+        self.user_factors = nn.Embedding(n_users, n_factors)
+        self.item_factors = nn.Embedding(n_items, n_factors)
+        self.y_range = y_range
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        x = (self.user_factors(users) * self.item_factors(items)).sum(dim=1)  # (B,)
+        return x if self.y_range is None else sigmoid_range(x, *self.y_range)
+
+
+class DotProductBias(nn.Module):
+    """r̂ = σ_range(u·m + b_u + b_m) with nn.Embedding layers (N(0, 1) init)."""
+
+    has_bias = True
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange = (0, 5.5)):
+        super().__init__()
+        self.user_factors = nn.Embedding(n_users, n_factors)
+        self.user_bias = nn.Embedding(n_users, 1)
+        self.item_factors = nn.Embedding(n_items, n_factors)
+        self.item_bias = nn.Embedding(n_items, 1)
+        self.y_range = y_range
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        x = (self.user_factors(users) * self.item_factors(items)).sum(dim=1)  # (B,)
+        x = x + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
+        return sigmoid_range(x, *self.y_range)
+
+
+class EmbeddingDotBias(DotProductBias):
+    """fastai's `EmbeddingDotBias`: r̂ = σ_range(u·m + b_u + b_m), truncated-normal(0.01) init."""
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange = (0, 5.5)):
+        super().__init__(n_users, n_items, n_factors, y_range)
+        self.user_factors = trunc_normal_embedding(n_users, n_factors)
+        self.user_bias = trunc_normal_embedding(n_users, 1)
+        self.item_factors = trunc_normal_embedding(n_items, n_factors)
+        self.item_bias = trunc_normal_embedding(n_items, 1)
+
+
+def create_params(*size: int) -> nn.Parameter:
+    """The book's `create_params`: a raw parameter drawn from N(0, 0.01)."""
+    return nn.Parameter(torch.zeros(*size).normal_(0, 0.01))
+
+
+class DotProductBiasParams(nn.Module):
+    """r̂ = σ_range(u·m + b_u + b_m) from raw parameters indexed directly (the book's own Embedding)."""
+
+    has_bias = True
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange = (0, 5.5)):
+        super().__init__()
+        self.user_factors = create_params(n_users, n_factors)
+        self.user_bias = create_params(n_users)
+        self.item_factors = create_params(n_items, n_factors)
+        self.item_bias = create_params(n_items)
+        self.y_range = y_range
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        x = (self.user_factors[users] * self.item_factors[items]).sum(dim=1)  # (B,)
+        x = x + self.user_bias[users] + self.item_bias[items]
+        return sigmoid_range(x, *self.y_range)
+
+
+class CollabNN(nn.Module):
+    """r̂ = σ_range(W₂ ReLU(W₁ [u; m] + c₁) + c₂), embedding widths from get_emb_sz."""
+
+    has_bias = False
+
+    def __init__(self, n_users: int, n_items: int, n_hidden: int = 100, y_range: YRange = (0, 5.5)):
+        super().__init__()
+        self.user_factors = trunc_normal_embedding(n_users, get_emb_sz(n_users))
+        self.item_factors = trunc_normal_embedding(n_items, get_emb_sz(n_items))
+        width = self.user_factors.embedding_dim + self.item_factors.embedding_dim
+        self.layers = nn.Sequential(nn.Linear(width, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 1))
+        self.y_range = y_range
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.user_factors(users), self.item_factors(items)], dim=1)  # (B, Fu+Fi)
+        return sigmoid_range(self.layers(x)[:, 0], *self.y_range)
+
+
+def _batch_norm(width: int) -> nn.BatchNorm1d:
+    """fastai's BatchNorm init: weight 1, bias 1e-3."""
+    bn = nn.BatchNorm1d(width)
+    with torch.no_grad():
+        bn.bias.fill_(1e-3)
+    return bn
+
+
+class EmbeddingNN(nn.Module):
+    """fastai's `EmbeddingNN` (a TabularModel): [u; m] -> (Linear, ReLU, BatchNorm) per layer -> Linear(1).
+
+    r̂ = σ_range(w·h + c), h = BN(ReLU(W₂ BN(ReLU(W₁ [u; m])))); hidden Linears have no bias.
+    """
+
+    has_bias = False
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        layers: tuple[int, ...] = (100, 50),
+        y_range: YRange = (0, 5.5),
+    ):
+        super().__init__()
+        self.user_factors = trunc_normal_embedding(n_users, get_emb_sz(n_users))
+        self.item_factors = trunc_normal_embedding(n_items, get_emb_sz(n_items))
+        sizes = [self.user_factors.embedding_dim + self.item_factors.embedding_dim, *layers]
+        blocks: list[nn.Module] = []
+        for n_in, n_out in itertools.pairwise(sizes):
+            blocks += [nn.Linear(n_in, n_out, bias=False), nn.ReLU(), _batch_norm(n_out)]
+        self.layers = nn.Sequential(*blocks, nn.Linear(sizes[-1], 1))
+        self.y_range = y_range
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.user_factors(users), self.item_factors(items)], dim=1)  # (B, Fu+Fi)
+        return sigmoid_range(self.layers(x)[:, 0], *self.y_range)
+
+
+ModelFactory = Callable[[int, int, int, YRange], nn.Module]
+
+# key -> constructor(n_users, n_items, n_factors, y_range); the NN models size their own embeddings
+MODELS: dict[str, ModelFactory] = {
+    "dot": lambda nu, ni, nf, yr: DotProduct(nu, ni, nf),
+    "dot_range": lambda nu, ni, nf, yr: DotProduct(nu, ni, nf, yr),
+    "dot_bias": lambda nu, ni, nf, yr: DotProductBias(nu, ni, nf, yr),
+    "dot_bias_params": lambda nu, ni, nf, yr: DotProductBiasParams(nu, ni, nf, yr),
+    "embedding_dot_bias": lambda nu, ni, nf, yr: EmbeddingDotBias(nu, ni, nf, yr),
+    "collab_nn": lambda nu, ni, nf, yr: CollabNN(nu, ni, y_range=yr),
+    "embedding_nn": lambda nu, ni, nf, yr: EmbeddingNN(nu, ni, y_range=yr),
+}
+
+
+def create_model(
+    key: str, n_users: int, n_items: int, n_factors: int = 50, y_range: YRange = (0, 5.5)
+) -> nn.Module:
+    """Build the model registered under `key`."""
+    if key not in MODELS:
+        raise ConfigError(f"unknown model {key!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[key](n_users, n_items, n_factors, y_range)
+
+
+def user_item_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (n_users, F) and (n_items, F) factor matrices of any registered model."""
+    return _weight(model.user_factors), _weight(model.item_factors)
+
+
+def user_item_biases(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (n_users,) and (n_items,) biases, or None for models without biases."""
+    if not getattr(model, "has_bias", False):
+        return None
+    return _weight(model.user_bias).reshape(-1), _weight(model.item_bias).reshape(-1)
+
+
+def _weight(layer: nn.Module | torch.Tensor) -> torch.Tensor:
+    return (layer.weight if isinstance(layer, nn.Embedding) else layer).detach()

@@ -1,0 +1,319 @@
+"""One-cycle training with fastai's semantics, the lr finder, and progress events.
+
+fastai's `fit_one_cycle`: Adam (β₁ scheduled, β₂ 0.99, eps 1e-5) with decoupled weight decay
+(`p *= 1 - lr·wd`), the learning rate cosine-annealed lr_max/25 -> lr_max over the first 25% of
+the steps then -> lr_max/1e5, β₁ 0.95 -> 0.85 -> 0.95 on the same schedule, MSE loss.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from collab_core.errors import ConfigError, TrainingCancelled, TrainingDiverged
+from collab_core.nets import MODELS, create_model
+
+LIMITS = {"n_factors": (1, 1024), "epochs": (1, 1000), "bs": (1, 1_000_000)}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model (the device does not: it is chosen per run)."""
+
+    model: str = "embedding_dot_bias"  # a key of nets.MODELS
+    n_factors: int = 50  # embedding width of the dot-product models (NN models use get_emb_sz)
+    epochs: int = 5  # passes over the training ratings
+    lr: float = 5e-3  # peak learning rate of the one cycle
+    wd: float = 0.1  # decoupled weight decay
+    bs: int = 64  # ratings per batch
+    seed: int = 42  # seeds the init, the split and the shuffling
+    y_range: tuple[float, float] = (0.0, 5.5)  # output range of sigmoid_range
+    split: str = "random"  # "random", "temporal" or a fold file "u1".."u5", "ua", "ub"
+    valid_pct: float = 0.2  # validation share of the random and temporal splits
+    item_key: str = "title"  # items keyed by "title" (as the book) or "id"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if not (isinstance(value, int) and low <= value <= high):
+                raise ConfigError(f"{name} must be an integer from {low} to {high}, not {value!r}")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
+            raise ConfigError(f"lr must be in (0, 10], not {self.lr}")
+        if not (math.isfinite(self.wd) and 0 <= self.wd <= 10):
+            raise ConfigError(f"wd must be in [0, 10], not {self.wd}")
+        low, high = self.y_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ConfigError(f"y_range must be two finite numbers low < high, not {self.y_range}")
+        object.__setattr__(self, "y_range", (float(low), float(high)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchEvent:
+    """Sent every few batches: the raw losses of the batches since the last event."""
+
+    epoch: int  # 0-based
+    step: int  # batches done so far, over all epochs
+    total_steps: int
+    losses: list[float]  # raw MSE of each batch since the previous BatchEvent
+    lr: float  # learning rate of the last of them
+    elapsed: float  # seconds since the fit started
+    eta: float  # seconds left, extrapolated from the speed so far
+
+
+@dataclass(frozen=True)
+class EpochEvent:
+    """Sent after each epoch: one row of fastai's table."""
+
+    epoch: int  # 0-based
+    epochs: int
+    train_loss: float  # fastai's smoothed training loss (EMA, β = 0.98) at the epoch's end
+    valid_loss: float  # MSE on the validation set
+    seconds: float  # this epoch's time
+    elapsed: float
+    eta: float
+
+
+@dataclass
+class FitResult:
+    train_loss: list[float] = field(default_factory=list)  # per epoch, smoothed
+    valid_loss: list[float] = field(default_factory=list)  # per epoch, MSE
+    batch_loss: list[float] = field(default_factory=list)  # per batch, raw
+    metrics: dict[str, float] = field(default_factory=dict)  # final valid mse, rmse, mae
+    fit_seconds: float = 0.0
+    device: str = "cpu"
+
+
+Callback = Callable[[BatchEvent | EpochEvent], None]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cpu'/'cuda' forced (CUDA checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but CUDA is not available here")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def _cos(start: float, end: float, pos: float) -> float:
+    return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
+
+
+def one_cycle(
+    pos: float, lr_max: float, div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25
+) -> tuple[float, float]:
+    """fastai's one-cycle (lr, β₁) at position pos in [0, 1) of training."""
+    if pos < pct_start:
+        p = pos / pct_start
+        return _cos(lr_max / div, lr_max, p), _cos(0.95, 0.85, p)
+    p = (pos - pct_start) / (1 - pct_start)
+    return _cos(lr_max, lr_max / div_final, p), _cos(0.85, 0.95, p)
+
+
+def make_optimizer(model: nn.Module, lr: float, wd: float) -> torch.optim.Optimizer:
+    """fastai's Adam: decoupled wd on all but Linear biases and BatchNorm (wd_bn_bias=False)."""
+    no_decay = {id(m.bias) for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None}
+    no_decay |= {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm1d) for p in m.parameters()}
+    decay = [p for p in model.parameters() if id(p) not in no_decay]
+    rest = [p for p in model.parameters() if id(p) in no_decay]
+    groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.95, 0.99), eps=1e-5, foreach=True)
+
+
+def evaluate(
+    model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
+) -> dict[str, float]:
+    """MSE, RMSE and MAE of the model on the given ratings."""
+    preds = predict(model, users, items)
+    err = preds - ratings.to(preds.device)
+    mse = float((err * err).mean())
+    return {"mse": mse, "rmse": math.sqrt(mse), "mae": float(err.abs().mean())}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, users: torch.Tensor, items: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Predictions in eval mode, in chunks so any number of pairs fits in memory."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = [
+        model(users[i : i + chunk].to(device), items[i : i + chunk].to(device))
+        for i in range(0, len(users), chunk)
+    ]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, device=device)
+
+
+def fit_one_cycle(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    valid: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    config: TrainConfig,
+    callback: Callback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    report_every: int = 50,
+) -> FitResult:
+    """Train `model` (already on its device) with fastai's fit_one_cycle; report via callback.
+
+    train/valid are (users, items, ratings) tensors. Raises TrainingCancelled when should_stop()
+    turns true, TrainingDiverged on a non-finite loss.
+    """
+    device = next(model.parameters()).device
+    users, items, ratings = (t.to(device) for t in train)
+    n_batches = len(ratings) // config.bs  # fastai drops the last partial training batch
+    if n_batches == 0:
+        raise ConfigError(f"batch size {config.bs} is larger than the {len(ratings)} training ratings")
+    total = n_batches * config.epochs
+    opt = make_optimizer(model, config.lr, config.wd)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    losses = torch.zeros(total, device=device)  # raw batch losses, read every report_every steps
+    result, smooth, reported, start = FitResult(device=str(device)), 0.0, 0, time.perf_counter()
+
+    def report(step: int, epoch: int, lr: float) -> None:
+        nonlocal reported, smooth
+        chunk = losses[reported:step].tolist()
+        if not all(map(math.isfinite, chunk)):
+            raise TrainingDiverged(
+                f"the loss became {chunk[-1]} at batch {step} (lr {lr:.3g}): lower the learning rate"
+            )
+        for i, loss in enumerate(chunk, start=reported):  # fastai's AvgSmoothLoss
+            smooth = smooth * 0.98 + loss * 0.02
+            smooth_unbiased = smooth / (1 - 0.98 ** (i + 1))
+        result.batch_loss += chunk
+        reported = step
+        elapsed = time.perf_counter() - start
+        if callback:
+            eta = elapsed / step * (total - step)
+            callback(BatchEvent(epoch, step, total, chunk, lr, elapsed, eta))
+        return smooth_unbiased
+
+    model.train()
+    for epoch in range(config.epochs):
+        epoch_start = time.perf_counter()
+        perm = torch.randperm(len(ratings), device=device, generator=generator)
+        for b in range(n_batches):
+            step = epoch * n_batches + b
+            # schedule: set this step's learning rate and momentum
+            lr, beta1 = one_cycle(step / total, config.lr)
+            for group in opt.param_groups:
+                group["lr"], group["betas"] = lr, (beta1, 0.99)
+            # forward
+            idx = perm[b * config.bs : (b + 1) * config.bs]
+            loss = nn.functional.mse_loss(model(users[idx], items[idx]), ratings[idx])
+            # backward and step
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # report
+            losses[step] = loss.detach()
+            if (step + 1) % report_every == 0 or b == n_batches - 1:
+                train_loss = report(step + 1, epoch, lr)
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"training stopped at epoch {epoch + 1}, batch {b + 1}")
+        metrics = evaluate(model, *valid)
+        if not math.isfinite(metrics["mse"]):
+            raise TrainingDiverged(f"the validation loss became {metrics['mse']}: lower the learning rate")
+        result.train_loss.append(train_loss)
+        result.valid_loss.append(metrics["mse"])
+        result.metrics = metrics
+        elapsed = time.perf_counter() - start
+        if callback:
+            eta = elapsed / (epoch + 1) * (config.epochs - epoch - 1)
+            callback(EpochEvent(epoch, config.epochs, train_loss, metrics["mse"],
+                                time.perf_counter() - epoch_start, elapsed, eta))  # fmt: skip
+    result.fit_seconds = time.perf_counter() - start
+    return result
+
+
+def build_model(config: TrainConfig, n_users: int, n_items: int, device: torch.device) -> nn.Module:
+    """Seeded construction of the configured model on `device`."""
+    torch.manual_seed(config.seed)
+    return create_model(config.model, n_users, n_items, config.n_factors, config.y_range).to(device)
+
+
+@dataclass(frozen=True)
+class LRFind:
+    lrs: list[float]  # learning rate of each recorded batch
+    losses: list[float]  # fastai's smoothed loss at each batch
+    suggestion: float  # the "valley" learning rate
+
+
+def lr_find(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    bs: int = 64,
+    wd: float = 0.1,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = 100,
+    seed: int = 42,
+) -> LRFind:
+    """fastai's lr finder: exponential sweep, stop on divergence, 'valley' suggestion.
+
+    The model's weights (and its train/eval mode) are restored afterwards.
+    """
+    device = next(model.parameters()).device
+    saved = copy.deepcopy(model.state_dict())
+    users, items, ratings = (t.to(device) for t in train)
+    opt = make_optimizer(model, start_lr, wd)
+    for group in opt.param_groups:
+        group["betas"] = (0.9, 0.99)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    lrs, smoothed, best, smooth = [], [], math.inf, 0.0
+    was_training = model.training
+    model.train()
+    try:
+        perm = torch.randperm(len(ratings), device=device, generator=generator)
+        for i in range(num_it):
+            if (i + 1) * bs > len(perm):
+                perm = torch.randperm(len(ratings), device=device, generator=generator)
+            lr = start_lr * (end_lr / start_lr) ** (i / num_it)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = perm[(i * bs) % (len(perm) - bs + 1) :][:bs]
+            loss = nn.functional.mse_loss(model(users[idx], items[idx]), ratings[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            smooth = smooth * 0.98 + float(loss) * 0.02
+            value = smooth / (1 - 0.98 ** (i + 1))
+            if not math.isfinite(value) or value > 4 * best:
+                break
+            best = min(best, value)
+            lrs.append(lr)
+            smoothed.append(value)
+    finally:
+        model.load_state_dict(saved)
+        model.train(was_training)
+    lo, hi = num_it // 10, max(len(lrs) - 5, num_it // 10 + 1)
+    suggestion = valley(lrs[lo:hi], smoothed[lo:hi]) if hi - lo >= 2 else lrs[len(lrs) // 2]
+    return LRFind(lrs, smoothed, suggestion)
+
+
+def valley(lrs: list[float], losses: list[float]) -> float:
+    """fastai's 'valley': the lr partway down the longest stretch of decreasing loss."""
+    n = len(losses)
+    longest = [1] * n  # longest decreasing subsequence ending at i
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+            if longest[max_end] < longest[i]:
+                max_end, max_start = i, i - longest[i]
+    sections = (max_end - max_start) / 3
+    return float(lrs[max_start + int(sections) + int(sections / 2)])
