@@ -197,3 +197,16 @@ def user_item_biases(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | No
 
 def _weight(layer: nn.Module | torch.Tensor) -> torch.Tensor:
     return (layer.weight if isinstance(layer, nn.Embedding) else layer).detach()
+
+
+def dot_parts(
+    model: nn.Module,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """Live (user factors, user bias, item factors, item bias) data of a dot-product model.
+
+    Writing into them changes the model; the biases are None for models without them.
+    """
+    user_f, item_f = _weight(model.user_factors), _weight(model.item_factors)
+    if not getattr(model, "has_bias", False):
+        return user_f, None, item_f, None
+    return user_f, _weight(model.user_bias).view(-1), item_f, _weight(model.item_bias).view(-1)

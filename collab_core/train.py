@@ -158,6 +158,32 @@ def predict(model: nn.Module, users: torch.Tensor, items: torch.Tensor, chunk: i
     return torch.cat(out) if out else torch.empty(0, device=device)
 
 
+class AutogradStep:
+    """One optimizer step per call for any model: autograd and torch's AdamW."""
+
+    def __init__(self, model: nn.Module, train: tuple[torch.Tensor, ...], bs: int, lr: float, wd: float):
+        self.model, self.bs = model, bs
+        self.users, self.items, self.ratings = train
+        self.opt = make_optimizer(model, lr, wd)
+
+    def shuffle(self, perm: torch.Tensor) -> None:
+        """Reorder the training ratings once per epoch; batches are then plain slices."""
+        self.u, self.i, self.r = self.users[perm], self.items[perm], self.ratings[perm]
+
+    def __call__(self, batch: int, lr: float, beta1: float) -> torch.Tensor:
+        for group in self.opt.param_groups:
+            group["lr"], group["betas"] = lr, (beta1, 0.99)
+        s = slice(batch * self.bs, (batch + 1) * self.bs)
+        loss = nn.functional.mse_loss(self.model(self.u[s], self.i[s]), self.r[s])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+    def sync(self) -> None:
+        """The model's own parameters are already up to date."""
+
+
 def fit_one_cycle(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -166,77 +192,88 @@ def fit_one_cycle(
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
     report_every: int = 50,
+    fused: bool = True,
 ) -> FitResult:
     """Train `model` (already on its device) with fastai's fit_one_cycle; report via callback.
 
-    train/valid are (users, items, ratings) tensors. Raises TrainingCancelled when should_stop()
-    turns true, TrainingDiverged on a non-finite loss.
+    train/valid are (users, items, ratings) tensors. The dot-product models on the CPU take the
+    fused step of fastdot.py unless fused=False (same maths, far less overhead). Raises
+    TrainingCancelled when should_stop() turns true, TrainingDiverged on a non-finite loss.
     """
+    from collab_core import fastdot
+
     device = next(model.parameters()).device
-    users, items, ratings = (t.to(device) for t in train)
-    n_batches = len(ratings) // config.bs  # fastai drops the last partial training batch
+    train = tuple(t.to(device) for t in train)
+    n_batches = len(train[2]) // config.bs  # fastai drops the last partial training batch
     if n_batches == 0:
-        raise ConfigError(f"batch size {config.bs} is larger than the {len(ratings)} training ratings")
+        raise ConfigError(f"batch size {config.bs} is larger than the {len(train[2])} training ratings")
     total = n_batches * config.epochs
-    opt = make_optimizer(model, config.lr, config.wd)
+    Step = fastdot.FusedDotStep if fused and fastdot.supports(model) else AutogradStep
+    step_fn = Step(model, train, config.bs, config.lr, config.wd)
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    losses = torch.zeros(total, device=device)  # raw batch losses, read every report_every steps
-    result, smooth, reported, start = FitResult(device=str(device)), 0.0, 0, time.perf_counter()
+    pending: list = []  # losses since the last report: floats, or 0-dim tensors left on the device
+    result, start = FitResult(device=str(device)), time.perf_counter()
+    smooth = _SmoothLoss()
 
     def report(step: int, epoch: int, lr: float) -> None:
-        nonlocal reported, smooth
-        chunk = losses[reported:step].tolist()
+        chunk = torch.stack(pending).tolist() if torch.is_tensor(pending[0]) else list(pending)
+        pending.clear()
         if not all(map(math.isfinite, chunk)):
             raise TrainingDiverged(
                 f"the loss became {chunk[-1]} at batch {step} (lr {lr:.3g}): lower the learning rate"
             )
-        for i, loss in enumerate(chunk, start=reported):  # fastai's AvgSmoothLoss
-            smooth = smooth * 0.98 + loss * 0.02
-            smooth_unbiased = smooth / (1 - 0.98 ** (i + 1))
+        smooth.update(chunk)
         result.batch_loss += chunk
-        reported = step
-        elapsed = time.perf_counter() - start
         if callback:
-            eta = elapsed / step * (total - step)
-            callback(BatchEvent(epoch, step, total, chunk, lr, elapsed, eta))
-        return smooth_unbiased
+            elapsed = time.perf_counter() - start
+            callback(BatchEvent(epoch, step, total, chunk, lr, elapsed, elapsed / step * (total - step)))
 
     model.train()
     for epoch in range(config.epochs):
         epoch_start = time.perf_counter()
-        perm = torch.randperm(len(ratings), device=device, generator=generator)
+        step_fn.shuffle(torch.randperm(len(train[2]), device=device, generator=generator))
         for b in range(n_batches):
             step = epoch * n_batches + b
-            # schedule: set this step's learning rate and momentum
+            # schedule: this step's learning rate and momentum
             lr, beta1 = one_cycle(step / total, config.lr)
-            for group in opt.param_groups:
-                group["lr"], group["betas"] = lr, (beta1, 0.99)
-            # forward
-            idx = perm[b * config.bs : (b + 1) * config.bs]
-            loss = nn.functional.mse_loss(model(users[idx], items[idx]), ratings[idx])
-            # backward and step
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            # report
-            losses[step] = loss.detach()
+            # forward, backward and optimizer step
+            pending.append(step_fn(b, lr, beta1))
+            # report every few batches, and let the caller cancel
             if (step + 1) % report_every == 0 or b == n_batches - 1:
-                train_loss = report(step + 1, epoch, lr)
+                report(step + 1, epoch, lr)
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"training stopped at epoch {epoch + 1}, batch {b + 1}")
+        # validate at the end of each epoch
+        step_fn.sync()
         metrics = evaluate(model, *valid)
         if not math.isfinite(metrics["mse"]):
             raise TrainingDiverged(f"the validation loss became {metrics['mse']}: lower the learning rate")
-        result.train_loss.append(train_loss)
+        result.train_loss.append(smooth.value)
         result.valid_loss.append(metrics["mse"])
         result.metrics = metrics
-        elapsed = time.perf_counter() - start
         if callback:
+            elapsed = time.perf_counter() - start
             eta = elapsed / (epoch + 1) * (config.epochs - epoch - 1)
-            callback(EpochEvent(epoch, config.epochs, train_loss, metrics["mse"],
-                                time.perf_counter() - epoch_start, elapsed, eta))  # fmt: skip
+            seconds = time.perf_counter() - epoch_start
+            callback(EpochEvent(epoch, config.epochs, smooth.value, metrics["mse"], seconds, elapsed, eta))
     result.fit_seconds = time.perf_counter() - start
     return result
+
+
+class _SmoothLoss:
+    """fastai's AvgSmoothLoss: a debiased exponential moving average, β = 0.98."""
+
+    def __init__(self, beta: float = 0.98):
+        self.beta, self.avg, self.count = beta, 0.0, 0
+
+    def update(self, values: list[float]) -> None:
+        for v in values:
+            self.avg = self.avg * self.beta + v * (1 - self.beta)
+            self.count += 1
+
+    @property
+    def value(self) -> float:
+        return self.avg / (1 - self.beta**self.count)
 
 
 def build_model(config: TrainConfig, n_users: int, n_items: int, device: torch.device) -> nn.Module:
@@ -273,7 +310,7 @@ def lr_find(
     for group in opt.param_groups:
         group["betas"] = (0.9, 0.99)
     generator = torch.Generator(device=device).manual_seed(seed)
-    lrs, smoothed, best, smooth = [], [], math.inf, 0.0
+    lrs, smoothed, best, smooth = [], [], math.inf, _SmoothLoss()
     was_training = model.training
     model.train()
     try:
@@ -289,8 +326,8 @@ def lr_find(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            smooth = smooth * 0.98 + float(loss) * 0.02
-            value = smooth / (1 - 0.98 ** (i + 1))
+            smooth.update([float(loss)])
+            value = smooth.value
             if not math.isfinite(value) or value > 4 * best:
                 break
             best = min(best, value)
