@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import re
 import tempfile
 import zipfile
@@ -34,6 +35,7 @@ ITEM_NAMES = ("item", "itemid", "item_id", "movie", "movieid", "movie_id", "item
 RATING_NAMES = ("rating", "ratings", "score", "stars", "value")
 TIMESTAMP_NAMES = ("timestamp", "time", "ts", "date")
 TITLE_NAMES = ("title", "name", "movie_title")
+FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")  # ml-100k's canonical splits: u1.base/u1.test, ...
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -45,7 +47,7 @@ class Dataset:
     ratings: pd.DataFrame = field(repr=False)  # user, item, rating (float32)[, timestamp]
     items: pd.DataFrame = field(repr=False)  # index: item id; title, year, genres ("A|B")
     users: pd.DataFrame | None = field(default=None, repr=False)  # index: user id; demographics
-    folder: Path | None = None  # where fold files (u1.base, ...) live, if any
+    folds: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # "u1" -> (n, 2) test pairs
     warnings: tuple[str, ...] = ()  # non-fatal findings, e.g. duplicate pairs
 
     @property
@@ -156,6 +158,13 @@ def load_ml100k(folder: Path) -> Dataset:
             folder / "u.user", sep="|", header=None,
             names=["user", "age", "gender", "occupation", "zip"], index_col="user",
         )  # fmt: skip
+        folds = {
+            fold: pd.read_csv(
+                folder / f"{fold}.test", sep="\t", header=None, usecols=[0, 1], dtype="int64"
+            ).to_numpy()
+            for fold in FOLDS
+            if (folder / f"{fold}.test").is_file()
+        }
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise DataError(f"{folder} is not a readable ml-100k folder: {_one_line(e)}") from None
     flags = raw_items[list(ML100K_GENRES)].to_numpy(dtype=bool)
@@ -169,7 +178,7 @@ def load_ml100k(folder: Path) -> Dataset:
         },
         index=pd.Index(raw_items["item"].to_numpy(), name="item"),
     )
-    return _finish("ml-100k", ratings, items, users, folder)
+    return _finish("ml-100k", ratings, items, users, folds)
 
 
 def load_movielens_csv(folder: Path) -> Dataset:
@@ -191,7 +200,7 @@ def load_movielens_csv(folder: Path) -> Dataset:
             },
             index=pd.Index(movies["movieId"].to_numpy(), name="item"),
         )
-    return _finish(folder.name, ratings, items, None, None)
+    return _finish(folder.name, ratings, items, None, {})
 
 
 def load_table(
@@ -232,10 +241,17 @@ def load_table(
     optional = {"timestamp": (timestamp_col, TIMESTAMP_NAMES, 3), "title": (title_col, TITLE_NAMES, None)}
     for role, (given, names, position) in optional.items():
         try:
-            picked[role] = _pick_column(table, role, given, names, position if not has_header else None)
+            column = _pick_column(table, role, given, names, position if not has_header else None)
         except DataError:
             if given is not None:
                 raise
+            continue
+        if given is not None or column not in picked.values():  # a guess never takes a column twice
+            picked[role] = column
+    for (role, column), (other, other_column) in itertools.combinations(picked.items(), 2):
+        if column == other_column:
+            raise DataError(f"column {column!r} cannot be both the {role} and the {other} column: "
+                            f"name each with --{role}-col and --{other}-col")  # fmt: skip
     ratings = pd.DataFrame({"user": table[picked["user"]], "item": table[picked["item"]]})
     ratings["rating"] = _numeric(table[picked["rating"]], picked["rating"], path.name)
     if "timestamp" in picked:
@@ -252,7 +268,7 @@ def load_table(
             {"title": first_title.to_numpy(), "year": _years(first_title), "genres": ""},
             index=pd.Index(first_title.index, name="item"),
         )
-    return _finish(path.name, ratings, items, None, None)
+    return _finish(path.name, ratings, items, None, {})
 
 
 def _finish(
@@ -260,7 +276,7 @@ def _finish(
     ratings: pd.DataFrame,
     items: pd.DataFrame | None,
     users: pd.DataFrame | None,
-    folder: Path | None,
+    folds: Mapping[str, np.ndarray],
 ) -> Dataset:
     """Validate the ratings, fill missing item metadata, count duplicates."""
     validate_ratings(ratings, name)
@@ -281,7 +297,7 @@ def _finish(
     n_dup = int(ratings.duplicated(["user", "item"]).sum())
     if n_dup:
         warnings.append(f"{n_dup:,} duplicate (user, item) pairs kept, as fastai does")
-    return Dataset(name, ratings, items, users, folder, tuple(warnings))
+    return Dataset(name, ratings, items, users, folds, tuple(warnings))
 
 
 def validate_ratings(ratings: pd.DataFrame, name: str) -> None:
@@ -317,6 +333,9 @@ def _sniff_separator(lines: list[str]) -> str:
             return sep
     for sep in ("\t", ",", ";", "|", " "):
         if all(line.count(sep) >= 2 for line in lines):
+            return sep
+    for sep in ("\t", ",", ";", "|"):  # two columns: read them, so the missing one can be named
+        if all(line.count(sep) == 1 for line in lines):
             return sep
     raise DataError("cannot find the columns: expected at least user, item and rating columns "
                     "separated by tabs, commas, semicolons or |")  # fmt: skip

@@ -9,14 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 
-from collab_core.data import MIN_RATINGS, Dataset
+from collab_core.data import FOLDS, MIN_RATINGS, Dataset
 from collab_core.errors import ConfigError, DataError
 
 NA = "#na#"
-FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 SPLITS = ("random", "temporal", *FOLDS)
 
 
@@ -134,19 +132,19 @@ def _temporal_split(dataset: Dataset, valid_pct: float) -> tuple[np.ndarray, np.
     rank = np.arange(len(users)) - np.repeat(starts, counts)  # position in the user's history
     n_valid = np.minimum(np.floor(counts * valid_pct).astype(int), counts - 1)
     is_valid = rank >= np.repeat(counts - n_valid, counts)
+    if not is_valid.any():
+        raise DataError(f"{dataset.name} has too few ratings per user to split by time with "
+                        f"valid_pct={valid_pct}: each user keeps at least one for training")  # fmt: skip
     return np.sort(order[~is_valid]), np.sort(order[is_valid])
 
 
 def _fold_split(dataset: Dataset, fold: str) -> tuple[np.ndarray, np.ndarray]:
     """The canonical ml-100k folds: u1..u5 (5-fold) and ua/ub (10 ratings per user held out)."""
-    if dataset.folder is None or not (dataset.folder / f"{fold}.test").is_file():
-        raise DataError(f"split {fold} needs the ml-100k fold files ({fold}.base/{fold}.test)")
-    test = pd.read_csv(
-        dataset.folder / f"{fold}.test", sep="\t", header=None, usecols=[0, 1],
-        names=["user", "item"], dtype="int64",
-    )  # fmt: skip
+    if fold not in dataset.folds:
+        raise DataError(f"split {fold} needs the ml-100k fold file {fold}.test, which {dataset.name} lacks")
+    test = dataset.folds[fold]  # (n, 2) user, item
     keys = dataset.ratings["user"].to_numpy() * 1_000_000 + dataset.ratings["item"].to_numpy()
-    is_valid = np.isin(keys, test["user"].to_numpy() * 1_000_000 + test["item"].to_numpy())
+    is_valid = np.isin(keys, test[:, 0] * 1_000_000 + test[:, 1])
     if is_valid.sum() != len(test):
         raise DataError(f"{fold}.test does not match the ratings of {dataset.name}")
     return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
