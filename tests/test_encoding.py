@@ -1,0 +1,147 @@
+"""Encoding (fastai's Categorify) and the splits: random, the ml-100k fold files, temporal."""
+
+import numpy as np
+import pytest
+
+from collab_core.data import FOLDS, load_path
+from collab_core.encoding import NA, encode, item_titles, split
+from collab_core.errors import ConfigError, DataError
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def test_encode_by_title(ml100k):
+    enc = encode(ml100k)
+    assert (enc.n_users, enc.n_items) == (944, 1665)  # the book's 944 users and 1,664 titles + #na#
+    assert enc.users[0] == NA and enc.items[0] == NA == "#na#"
+    assert list(enc.users[1:]) == list(range(1, 944))
+    assert list(enc.items[1:]) == sorted(enc.items[1:]) and len(set(enc.items[1:])) == 1664
+    assert enc.items[1] == "'Til There Was You (1997)"
+    # every row decodes back to its own user and title; index 0 is never used
+    assert enc.user_idx.min() == 1 and enc.item_idx.min() == 1
+    assert np.array_equal(enc.users[enc.user_idx.numpy()], ml100k.ratings.user.to_numpy())
+    assert np.array_equal(enc.items[enc.item_idx.numpy()], ml100k.with_titles().title.to_numpy())
+    assert np.array_equal(enc.rating.numpy(), ml100k.ratings.rating.to_numpy())
+    assert str(enc.user_idx.dtype) == str(enc.item_idx.dtype) == "torch.int64"
+
+
+def test_encode_by_id(ml100k):
+    enc = encode(ml100k, item_key="id")
+    assert enc.n_items == 1683 and enc.items[0] == NA
+    assert list(enc.items[1:]) == list(range(1, 1683))
+    assert np.array_equal(enc.items[enc.item_idx.numpy()], ml100k.ratings.item.to_numpy())
+    titles = item_titles(ml100k, enc)
+    assert titles[0] == NA and titles[1] == "Toy Story (1995)" and len(titles) == 1683
+
+
+def test_same_title_different_ids_share_one_row(ml100k):
+    enc = encode(ml100k)
+    ids = ml100k.items.index[ml100k.items.title == "Chasing Amy (1997)"]
+    assert len(ids) == 2
+    rows = ml100k.ratings.item.isin(ids).to_numpy()
+    assert set(enc.item_idx.numpy()[rows]) == {enc.item_index("Chasing Amy (1997)")}
+
+
+def test_lookups(ml100k):
+    enc = encode(ml100k)
+    assert enc.user_index(1) == 1 and enc.user_index("943") == 943
+    toy = enc.item_index("Toy Story (1995)")
+    assert enc.items[toy] == "Toy Story (1995)"
+    with pytest.raises(DataError, match=r"user 944 is not in this model's data \(943 users known\)"):
+        enc.user_index(944)
+    with pytest.raises(DataError, match="item 'Nope' is not in this model's data"):
+        enc.item_index("Nope")
+    with pytest.raises(ConfigError, match="item_key must be 'title' or 'id'"):
+        encode(ml100k, item_key="name")
+
+
+def test_string_ids_get_sorted_vocabularies(tmp_path):
+    path = tmp_path / "r.csv"
+    rows = [f"u{u},m{i},{(u + i) % 5 + 1}" for u in (3, 1, 2) for i in (2, 10, 1)]
+    path.write_text("user,item,rating\n" + "\n".join(rows + rows[:1]))
+    enc = encode(load_path(path), item_key="id")
+    assert list(enc.users) == [NA, "u1", "u2", "u3"]
+    assert list(enc.items) == [NA, "m1", "m10", "m2"]
+    assert enc.user_index("u2") == 2 and enc.item_index("m2") == 3
+
+
+# --- random split -----------------------------------------------------------------------------
+
+
+def test_random_split_sizes_and_disjointness(ml100k):
+    train, valid = split(ml100k)
+    assert (len(train), len(valid)) == (80_000, 20_000)
+    assert len(np.intersect1d(train, valid)) == 0
+    assert np.array_equal(np.union1d(train, valid), np.arange(100_000))
+    train10, valid10 = split(ml100k, valid_pct=0.1)
+    assert (len(train10), len(valid10)) == (90_000, 10_000)
+
+
+def test_random_split_is_seeded(ml100k):
+    a, b, c = split(ml100k, seed=42), split(ml100k, seed=42), split(ml100k, seed=7)
+    assert np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_split_refuses_bad_options(ml100k):
+    with pytest.raises(ConfigError, match="unknown split 'u6'"):
+        split(ml100k, "u6")
+    for pct in (0.0, 1.0, -0.2, 1.5):
+        with pytest.raises(ConfigError, match="valid_pct must be between 0 and 1"):
+            split(ml100k, valid_pct=pct)
+
+
+# --- the ml-100k fold files -------------------------------------------------------------------
+
+
+def test_u1_to_u5_partition_the_ratings(ml100k, ml100k_dir):
+    valids = []
+    for fold in ("u1", "u2", "u3", "u4", "u5"):
+        train, valid = split(ml100k, fold)
+        assert (len(train), len(valid)) == (80_000, 20_000)
+        assert len(np.intersect1d(train, valid)) == 0
+        # the validation rows are exactly the pairs of the fold's .test file
+        test = np.loadtxt(ml100k_dir / f"{fold}.test", dtype=np.int64, usecols=(0, 1))
+        pairs = ml100k.ratings[["user", "item"]].to_numpy()[valid]
+        assert {tuple(p) for p in pairs} == {tuple(p) for p in test}
+        valids.append(valid)
+    together = np.concatenate(valids)
+    assert len(together) == 100_000 and len(np.unique(together)) == 100_000
+
+
+@pytest.mark.parametrize("fold", ["ua", "ub"])
+def test_ua_ub_hold_out_ten_ratings_per_user(ml100k, fold):
+    train, valid = split(ml100k, fold)
+    assert (len(train), len(valid)) == (90_570, 9_430)
+    per_user = ml100k.ratings.user.to_numpy()[valid]
+    assert (np.bincount(per_user)[1:] == 10).all()
+
+
+def test_fold_split_needs_fold_files(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating\n" + "\n".join(f"{u},{i},3" for u in range(1, 5) for i in range(1, 5)))
+    with pytest.raises(DataError, match=r"split u1 needs the ml-100k fold file u1\.test, which r\.csv lacks"):
+        split(load_path(path), "u1")
+    assert FOLDS == ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+
+
+# --- temporal split ---------------------------------------------------------------------------
+
+
+def test_temporal_split_puts_each_users_latest_ratings_in_validation(ml100k):
+    train, valid = split(ml100k, "temporal")
+    assert len(np.intersect1d(train, valid)) == 0 and len(train) + len(valid) == 100_000
+    r = ml100k.ratings
+    last_train = r.iloc[train].groupby("user").timestamp.max()
+    first_valid = r.iloc[valid].groupby("user").timestamp.min()
+    assert len(first_valid) == 943  # every ml-100k user has >= 20 ratings, so each gives some
+    assert (first_valid >= last_train.reindex(first_valid.index)).all()
+    per_user = r.groupby("user").size()
+    assert np.array_equal(r.iloc[valid].groupby("user").size(), np.floor(per_user * 0.2).astype(int))
+
+
+def test_temporal_split_needs_timestamps(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating\n" + "\n".join(f"{u},{i},3" for u in range(1, 5) for i in range(1, 9)))
+    with pytest.raises(DataError, match="has no timestamps, so it cannot be split by time"):
+        split(load_path(path), "temporal")
