@@ -27,42 +27,48 @@ def supports(model: nn.Module) -> bool:
 
 
 class FusedDotStep:
-    """One optimizer step per call, for a dot-product model; `sync()` writes weights back."""
+    """One optimizer step per call, for a dot-product model; `sync()` writes weights back.
 
-    def __init__(self, model: nn.Module, train: tuple[torch.Tensor, ...], bs: int, lr: float, wd: float):
-        self.model, self.bs = model, bs
-        self.users, self.items, self.ratings = (t.cpu().numpy() for t in train)
+    sparse=False is fastai's dense AdamW: every weight decays and moves with its momentum at every
+    step. sparse=True is row-wise ("lazy") AdamW for large data: only the rows of the batch's users
+    and items are decayed and updated, so a step costs O(batch) instead of O(all weights).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: tuple[torch.Tensor, ...],
+        bs: int,
+        lr: float,
+        wd: float,
+        sparse: bool = False,
+    ):
+        self.model, self.bs, self.wd, self.sparse, self.n_steps = model, bs, wd, sparse, 0
         user_f, user_b, item_f, item_b = dot_parts(model)
-        self.n_factors = user_f.shape[1]
-        self.has_bias = user_b is not None
-        self.y_range = model.y_range
-        n_users, n_items, width = len(user_f), len(item_f), self.n_factors + 1
-        # one flat buffer: user rows then item rows, each [factors | bias]; NumPy views share it
-        self.flat = nn.Parameter(torch.zeros((n_users + n_items) * width))
-        self.flat.grad = torch.zeros_like(self.flat)
-        self.user_rows = self.flat.data[: n_users * width].view(n_users, width).numpy()
-        self.item_rows = self.flat.data[n_users * width :].view(n_items, width).numpy()
-        grad = self.flat.grad
-        self.user_grad = grad[: n_users * width].view(n_users, width)
-        self.item_grad = grad[n_users * width :].view(n_items, width)
-        self.user_rows[:, :-1], self.item_rows[:, :-1] = user_f.numpy(), item_f.numpy()
+        self.n_users, self.has_bias, self.y_range = len(user_f), user_b is not None, model.y_range
+        # training data as NumPy; item indices offset so they address item rows of the one matrix
+        users, items, ratings = (t.cpu() for t in train)
+        self.users, self.items, self.ratings = users.numpy(), (items + self.n_users).numpy(), ratings.numpy()
+        # every weight in one (n_users + n_items, F + 1) matrix: rows [factors | bias]
+        self.weights = torch.cat([torch.cat([user_f, item_f]), torch.zeros(len(user_f) + len(item_f), 1)], 1)
         if self.has_bias:
-            self.user_rows[:, -1], self.item_rows[:, -1] = user_b.numpy(), item_b.numpy()
+            self.weights[:, -1] = torch.cat([user_b, item_b])
+        self.rows = self.weights.numpy()  # a NumPy view: the forward pass reads it with no copy
+        self.grad = torch.zeros_like(self.weights)
         # AdamW state, stepped by torch's fused kernel directly: torch.optim's wrapper around the
         # same kernel costs more per call than the kernel itself at this size
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
-        self.n_steps, self.wd = 0, wd
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(self.weights), torch.zeros_like(self.weights)
 
     def shuffle(self, perm: torch.Tensor) -> None:
         """Reorder the training ratings once per epoch; batches are then plain slices."""
-        p = perm.numpy()
+        p = perm.cpu().numpy()
         self.u, self.i, self.r = self.users[p], self.items[p], self.ratings[p]
 
     def __call__(self, batch: int, lr: float, beta1: float) -> float:
         s = slice(batch * self.bs, (batch + 1) * self.bs)
         users, items, ratings = self.u[s], self.i[s], self.r[s]
         # forward
-        user_rows, item_rows = self.user_rows[users], self.item_rows[items]  # (B, F+1) copies
+        user_rows, item_rows = self.rows[users], self.rows[items]  # (B, F+1) copies
         x = np.einsum("bf,bf->b", user_rows[:, :-1], item_rows[:, :-1])  # (B,)
         if self.has_bias:
             x += user_rows[:, -1] + item_rows[:, -1]
@@ -74,31 +80,44 @@ class FusedDotStep:
             pred, dpred_dx = low + (high - low) * sig, (high - low) * sig * (1.0 - sig)
         diff = pred - ratings
         loss = float(np.dot(diff, diff)) / len(diff)
-        # backward: the rows' gradients, scattered into the flat gradient buffer
-        g = (diff * dpred_dx * np.float32(2.0 / len(diff))).astype(np.float32)  # (B,) ∂L/∂x
-        item_rows *= g[:, None]  # ∂L/∂u = g·m (reuses the gathered copy)
+        # backward: ∂L/∂x per rating, then each row's gradient (reusing the gathered copies)
+        g = (diff * dpred_dx * np.float32(2.0 / len(diff))).astype(np.float32)  # (B,)
+        item_rows *= g[:, None]  # ∂L/∂u = g·m
         user_rows *= g[:, None]  # ∂L/∂m = g·u
         item_rows[:, -1] = user_rows[:, -1] = g if self.has_bias else 0.0
-        users_t, items_t = torch.from_numpy(users), torch.from_numpy(items)
-        self.user_grad.index_add_(0, users_t, torch.from_numpy(item_rows))
-        self.item_grad.index_add_(0, items_t, torch.from_numpy(user_rows))
-        # step: fused AdamW over every weight at once, then clear only the rows we touched
+        index = torch.from_numpy(np.concatenate([users, items]))  # (2B,)
+        row_grads = torch.from_numpy(np.concatenate([item_rows, user_rows]))  # (2B, F+1)
+        # step
         self.n_steps += 1
-        torch._fused_adamw_(
-            [self.flat.data], [self.flat.grad], [self.exp_avg], [self.exp_avg_sq], [],
-            [torch.tensor(float(self.n_steps))], lr=lr, beta1=beta1, beta2=0.99,
-            weight_decay=self.wd, eps=1e-5, amsgrad=False, maximize=False,
-        )  # fmt: skip
-        self.user_grad.index_fill_(0, users_t, 0.0)
-        self.item_grad.index_fill_(0, items_t, 0.0)
+        if self.sparse:
+            self._row_step(index, row_grads, lr, beta1)
+        else:
+            self.grad.index_add_(0, index, row_grads)
+            self._adamw(self.weights, self.grad, self.exp_avg, self.exp_avg_sq, lr, beta1)
+            self.grad.index_fill_(0, index, 0.0)  # clear only the rows we touched
         return loss
+
+    def _row_step(self, index: torch.Tensor, row_grads: torch.Tensor, lr: float, beta1: float) -> None:
+        """AdamW on the touched rows only: gather them, step them, scatter them back."""
+        rows, inverse = torch.unique(index, return_inverse=True)
+        grad = torch.zeros(len(rows), self.weights.shape[1]).index_add_(0, inverse, row_grads)
+        state = [t.index_select(0, rows) for t in (self.weights, self.exp_avg, self.exp_avg_sq)]
+        self._adamw(state[0], grad, state[1], state[2], lr, beta1)
+        for full, part in zip((self.weights, self.exp_avg, self.exp_avg_sq), state):
+            full.index_copy_(0, rows, part)
+
+    def _adamw(self, weights, grad, exp_avg, exp_avg_sq, lr: float, beta1: float) -> None:
+        torch._fused_adamw_(
+            [weights], [grad], [exp_avg], [exp_avg_sq], [], [torch.tensor(float(self.n_steps))],
+            lr=lr, beta1=beta1, beta2=0.99, weight_decay=self.wd, eps=1e-5, amsgrad=False, maximize=False,
+        )  # fmt: skip
 
     @torch.no_grad()
     def sync(self) -> None:
         """Copy the trained weights back into the model's own parameters."""
         user_f, user_b, item_f, item_b = dot_parts(self.model)
-        user_f.copy_(torch.from_numpy(self.user_rows[:, :-1]))
-        item_f.copy_(torch.from_numpy(self.item_rows[:, :-1]))
+        user_f.copy_(self.weights[: self.n_users, :-1])
+        item_f.copy_(self.weights[self.n_users :, :-1])
         if self.has_bias:
-            user_b.copy_(torch.from_numpy(self.user_rows[:, -1]))
-            item_b.copy_(torch.from_numpy(self.item_rows[:, -1]))
+            user_b.copy_(self.weights[: self.n_users, -1])
+            item_b.copy_(self.weights[self.n_users :, -1])

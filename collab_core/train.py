@@ -37,6 +37,7 @@ class TrainConfig:
     split: str = "random"  # "random", "temporal" or a fold file "u1".."u5", "ua", "ub"
     valid_pct: float = 0.2  # validation share of the random and temporal splits
     item_key: str = "title"  # items keyed by "title" (as the book) or "id"
+    sparse: bool = False  # row-wise AdamW: only a batch's rows decay and move (dot models, big data)
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -208,8 +209,12 @@ def fit_one_cycle(
     if n_batches == 0:
         raise ConfigError(f"batch size {config.bs} is larger than the {len(train[2])} training ratings")
     total = n_batches * config.epochs
-    Step = fastdot.FusedDotStep if fused and fastdot.supports(model) else AutogradStep
-    step_fn = Step(model, train, config.bs, config.lr, config.wd)
+    if config.sparse and not fastdot.supports(model):
+        raise ConfigError(f"sparse updates need a dot-product model on the CPU, not {config.model}")
+    if config.sparse or (fused and fastdot.supports(model)):
+        step_fn = fastdot.FusedDotStep(model, train, config.bs, config.lr, config.wd, config.sparse)
+    else:
+        step_fn = AutogradStep(model, train, config.bs, config.lr, config.wd)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     pending: list = []  # losses since the last report: floats, or 0-dim tensors left on the device
     result, start = FitResult(device=str(device)), time.perf_counter()
@@ -228,34 +233,42 @@ def fit_one_cycle(
             elapsed = time.perf_counter() - start
             callback(BatchEvent(epoch, step, total, chunk, lr, elapsed, elapsed / step * (total - step)))
 
-    model.train()
-    for epoch in range(config.epochs):
-        epoch_start = time.perf_counter()
-        step_fn.shuffle(torch.randperm(len(train[2]), device=device, generator=generator))
-        for b in range(n_batches):
-            step = epoch * n_batches + b
-            # schedule: this step's learning rate and momentum
-            lr, beta1 = one_cycle(step / total, config.lr)
-            # forward, backward and optimizer step
-            pending.append(step_fn(b, lr, beta1))
-            # report every few batches, and let the caller cancel
-            if (step + 1) % report_every == 0 or b == n_batches - 1:
-                report(step + 1, epoch, lr)
-            if should_stop is not None and should_stop():
-                raise TrainingCancelled(f"training stopped at epoch {epoch + 1}, batch {b + 1}")
-        # validate at the end of each epoch
-        step_fn.sync()
-        metrics = evaluate(model, *valid)
-        if not math.isfinite(metrics["mse"]):
-            raise TrainingDiverged(f"the validation loss became {metrics['mse']}: lower the learning rate")
-        result.train_loss.append(smooth.value)
-        result.valid_loss.append(metrics["mse"])
-        result.metrics = metrics
-        if callback:
-            elapsed = time.perf_counter() - start
-            eta = elapsed / (epoch + 1) * (config.epochs - epoch - 1)
-            seconds = time.perf_counter() - epoch_start
-            callback(EpochEvent(epoch, config.epochs, smooth.value, metrics["mse"], seconds, elapsed, eta))
+    threads = torch.get_num_threads()
+    if isinstance(step_fn, fastdot.FusedDotStep):
+        torch.set_num_threads(1)  # its ops are small: a second thread costs more than it gives
+    try:
+        model.train()
+        for epoch in range(config.epochs):
+            epoch_start = time.perf_counter()
+            step_fn.shuffle(torch.randperm(len(train[2]), device=device, generator=generator))
+            for b in range(n_batches):
+                step = epoch * n_batches + b
+                # schedule: this step's learning rate and momentum
+                lr, beta1 = one_cycle(step / total, config.lr)
+                # forward, backward and optimizer step
+                pending.append(step_fn(b, lr, beta1))
+                # report every few batches, and let the caller cancel
+                if (step + 1) % report_every == 0 or b == n_batches - 1:
+                    report(step + 1, epoch, lr)
+                if should_stop is not None and should_stop():
+                    raise TrainingCancelled(f"training stopped at epoch {epoch + 1}, batch {b + 1}")
+            # validate at the end of each epoch
+            step_fn.sync()
+            metrics = evaluate(model, *valid)
+            if not math.isfinite(metrics["mse"]):
+                mse = metrics["mse"]
+                raise TrainingDiverged(f"the validation loss became {mse}: lower the learning rate")
+            result.train_loss.append(smooth.value)
+            result.valid_loss.append(metrics["mse"])
+            result.metrics = metrics
+            if callback:
+                elapsed = time.perf_counter() - start
+                eta = elapsed / (epoch + 1) * (config.epochs - epoch - 1)
+                seconds = time.perf_counter() - epoch_start
+                row = (smooth.value, metrics["mse"], seconds, elapsed, eta)
+                callback(EpochEvent(epoch, config.epochs, *row))
+    finally:
+        torch.set_num_threads(threads)
     result.fit_seconds = time.perf_counter() - start
     return result
 
