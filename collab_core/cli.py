@@ -22,7 +22,17 @@ from collab_core.errors import CollabError
 from collab_core.learner import Trained, get_or_train, prepare, rows_to_tensors
 from collab_core.nets import MODELS
 from collab_core.store import ModelStore
-from collab_core.train import BatchEvent, EpochEvent, TrainConfig, build_model, lr_find, pick_device
+from collab_core.synth import SynthSpec, write_synth
+from collab_core.train import (
+    PRESETS,
+    BatchEvent,
+    EpochEvent,
+    TrainConfig,
+    build_model,
+    lr_find,
+    pick_device,
+    preset,
+)
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -49,20 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--models-dir", type=Path, help="the model store (default: models/ of the repo)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     model = Parser(add_help=False)
-    defaults = TrainConfig()
-    group = model.add_argument_group("model options")
-    group.add_argument("--model", default=defaults.model, choices=list(MODELS))
-    group.add_argument("--factors", type=int, default=defaults.n_factors)
-    group.add_argument("--epochs", type=int, default=defaults.epochs)
-    group.add_argument("--lr", type=float, default=defaults.lr)
-    group.add_argument("--wd", type=float, default=defaults.wd)
-    group.add_argument("--bs", type=int, default=defaults.bs)
-    group.add_argument("--seed", type=int, default=defaults.seed)
-    group.add_argument("--y-range", type=float, nargs=2, default=defaults.y_range, metavar=("LOW", "HIGH"))
-    group.add_argument("--item-key", choices=["title", "id"], default=defaults.item_key)
+    group = model.add_argument_group("model options (unset ones come from the preset)")
+    group.add_argument("--preset", choices=list(PRESETS), help="book (the chapter's recipe) or fast")
+    group.add_argument("--model", choices=list(MODELS))
+    group.add_argument("--factors", type=int, dest="n_factors")
+    group.add_argument("--epochs", type=int)
+    group.add_argument("--lr", type=float)
+    group.add_argument("--wd", type=float)
+    group.add_argument("--wd-bias", type=float, help="weight decay of the biases (default: --wd)")
+    group.add_argument("--bs", type=int)
+    group.add_argument("--seed", type=int)
+    group.add_argument("--y-range", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    group.add_argument("--item-key", choices=["title", "id"])
+    group.add_argument("--sparse", action="store_true", default=None, help="row-wise AdamW (big data)")
     how = group.add_mutually_exclusive_group()
-    how.add_argument("--valid-pct", type=float, default=defaults.valid_pct)
-    how.add_argument("--split", choices=SPLITS, default=defaults.split)
+    how.add_argument("--valid-pct", type=float)
+    how.add_argument("--split", choices=SPLITS)
     p = sub.add_parser("train", parents=[data, model], help="train a model (or load it from the store)")
     p.add_argument("--no-save", action="store_true", help="do not read or write the model store")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
@@ -80,15 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("synth", help="write a MovieLens-25M-shaped synthetic ratings folder")
+    p.add_argument("out", type=Path, help="the folder to write ratings.csv and movies.csv into")
+    shape = SynthSpec()
+    p.add_argument("--users", type=int, default=shape.n_users)
+    p.add_argument("--items", type=int, default=shape.n_items)
+    p.add_argument("--ratings", type=int, default=shape.n_ratings)
+    p.add_argument("--seed", type=int, default=shape.seed)
+    p.add_argument("--json", action="store_true")
     return parser
 
 
+CONFIG_FIELDS = ("model", "n_factors", "epochs", "lr", "wd", "wd_bias", "bs", "seed", "y_range",
+                 "split", "valid_pct", "item_key", "sparse")  # fmt: skip
+
+
 def config_from_args(args: argparse.Namespace, split: str | None = None) -> TrainConfig:
-    return TrainConfig(
-        model=args.model, n_factors=args.factors, epochs=args.epochs, lr=args.lr, wd=args.wd,
-        bs=args.bs, seed=args.seed, y_range=tuple(args.y_range), split=split or args.split,
-        valid_pct=args.valid_pct, item_key=args.item_key,
-    )  # fmt: skip
+    """The preset (book for train/lr-find/evaluate, fast for recommend/similar) + the given flags."""
+    given = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
+    if "y_range" in given:
+        given["y_range"] = tuple(given["y_range"])
+    if split is not None:
+        given["split"] = split
+    default = "fast" if args.command in ("recommend", "similar") else "book"
+    return preset(args.preset or default, **given)
 
 
 def load_data(args: argparse.Namespace) -> Dataset:
@@ -192,7 +219,12 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         print(f"{fold:<6}{m['rmse']:<10.4f}{m['mae']:<10.4f}{trained.meta['fit_seconds']:.2f}", flush=True)
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("rmse", "mae", "mse")}
     print(f"{'mean':<6}{mean['rmse']:<10.4f}{mean['mae']:<10.4f}")
-    return {"model": args.model, "folds": rows, "mean_rmse": mean["rmse"], "mean_mae": mean["mae"]}
+    return {
+        "model": config_from_args(args).model,
+        "folds": rows,
+        "mean_rmse": mean["rmse"],
+        "mean_mae": mean["mae"],
+    }
 
 
 def _trained(args: argparse.Namespace) -> Trained:
@@ -220,6 +252,17 @@ def cmd_similar(args: argparse.Namespace) -> dict:
     return {"movie": args.movie, "metric": args.metric, "similar": _records(table)}
 
 
+def cmd_synth(args: argparse.Namespace) -> dict:
+    spec = SynthSpec(n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=args.seed)
+    start = time.perf_counter()
+    folder = write_synth(args.out, spec)
+    seconds = time.perf_counter() - start
+    size = (folder / "ratings.csv").stat().st_size
+    print(f"wrote {spec.n_ratings:,} ratings of {spec.n_users:,} users on {spec.n_items:,} items "
+          f"to {folder} ({size / 1e6:.0f} MB) in {seconds:.1f} s")  # fmt: skip
+    return {"folder": str(folder), "ratings": spec.n_ratings, "bytes": size, "seconds": seconds}
+
+
 def _records(table) -> list[dict]:
     return json.loads(table.to_json(orient="records"))
 
@@ -230,6 +273,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "recommend": cmd_recommend,
     "similar": cmd_similar,
+    "synth": cmd_synth,
 }
 
 

@@ -41,9 +41,11 @@ class FusedDotStep:
         bs: int,
         lr: float,
         wd: float,
+        wd_bias: float | None = None,
         sparse: bool = False,
     ):
         self.model, self.bs, self.wd, self.sparse, self.n_steps = model, bs, wd, sparse, 0
+        self.wd_bias = wd if wd_bias is None else wd_bias
         user_f, user_b, item_f, item_b = dot_parts(model)
         self.n_users, self.has_bias, self.y_range = len(user_f), user_b is not None, model.y_range
         # training data as NumPy; item indices offset so they address item rows of the one matrix
@@ -107,6 +109,10 @@ class FusedDotStep:
             full.index_copy_(0, rows, part)
 
     def _adamw(self, weights, grad, exp_avg, exp_avg_sq, lr: float, beta1: float) -> None:
+        if self.wd_bias != self.wd and self.has_bias:
+            # the kernel decays every weight by (1 - lr·wd); pre-scaling the bias column makes its
+            # net decay exactly (1 - lr·wd_bias)
+            weights[:, -1] *= (1 - lr * self.wd_bias) / (1 - lr * self.wd)
         torch._fused_adamw_(
             [weights], [grad], [exp_avg], [exp_avg_sq], [], [torch.tensor(float(self.n_steps))],
             lr=lr, beta1=beta1, beta2=0.99, weight_decay=self.wd, eps=1e-5, amsgrad=False, maximize=False,

@@ -37,6 +37,7 @@ class TrainConfig:
     split: str = "random"  # "random", "temporal" or a fold file "u1".."u5", "ua", "ub"
     valid_pct: float = 0.2  # validation share of the random and temporal splits
     item_key: str = "title"  # items keyed by "title" (as the book) or "id"
+    wd_bias: float | None = None  # weight decay of the bias terms; None = wd (fastai's choice)
     sparse: bool = False  # row-wise AdamW: only a batch's rows decay and move (dot models, big data)
 
     def __post_init__(self) -> None:
@@ -48,8 +49,10 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be an integer from {low} to {high}, not {value!r}")
         if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
             raise ConfigError(f"lr must be in (0, 10], not {self.lr}")
-        if not (math.isfinite(self.wd) and 0 <= self.wd <= 10):
-            raise ConfigError(f"wd must be in [0, 10], not {self.wd}")
+        for name in ("wd", "wd_bias"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0 <= value <= 10):
+                raise ConfigError(f"{name} must be in [0, 10], not {value}")
         low, high = self.y_range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ConfigError(f"y_range must be two finite numbers low < high, not {self.y_range}")
@@ -57,6 +60,23 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Named recipes. "book" is the chapter's fit_one_cycle(5, 5e-3, wd=0.1) at bs 64. "fast" trades
+# batch size for speed: 8x larger batches mean 8x fewer decay steps, so wd rises (0.1 -> 0.6) to
+# keep its total effect, and the biases are not decayed (decaying them pulls every prediction
+# towards the middle of y_range); on ml-100k it is as accurate in a fraction of the time.
+PRESETS = {
+    "book": {},
+    "fast": {"bs": 512, "epochs": 6, "lr": 8e-3, "wd": 0.6, "wd_bias": 0.0},
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A named recipe with any fields overridden."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
 
 
 @dataclass(frozen=True)
@@ -124,13 +144,24 @@ def one_cycle(
     return _cos(lr_max, lr_max / div_final, p), _cos(0.85, 0.95, p)
 
 
-def make_optimizer(model: nn.Module, lr: float, wd: float) -> torch.optim.Optimizer:
-    """fastai's Adam: decoupled wd on all but Linear biases and BatchNorm (wd_bn_bias=False)."""
+def make_optimizer(
+    model: nn.Module, lr: float, wd: float, wd_bias: float | None = None
+) -> torch.optim.Optimizer:
+    """fastai's Adam: decoupled wd on all but Linear biases and BatchNorm (wd_bn_bias=False).
+
+    wd_bias, when given, is the decay of the dot-product models' user and item biases.
+    """
     no_decay = {id(m.bias) for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None}
     no_decay |= {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm1d) for p in m.parameters()}
-    decay = [p for p in model.parameters() if id(p) not in no_decay]
-    rest = [p for p in model.parameters() if id(p) in no_decay]
-    groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+    biases = set()
+    if wd_bias is not None and getattr(model, "has_bias", False):
+        biases = {id(p) for p in (*model.user_bias.parameters(), *model.item_bias.parameters())}
+        biases |= {id(p) for p in (model.user_bias, model.item_bias) if isinstance(p, nn.Parameter)}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in no_decay | biases], "weight_decay": wd},
+        {"params": [p for p in model.parameters() if id(p) in biases], "weight_decay": wd_bias or 0.0},
+        {"params": [p for p in model.parameters() if id(p) in no_decay], "weight_decay": 0.0},
+    ]
     groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.95, 0.99), eps=1e-5, foreach=True)
 
@@ -162,10 +193,18 @@ def predict(model: nn.Module, users: torch.Tensor, items: torch.Tensor, chunk: i
 class AutogradStep:
     """One optimizer step per call for any model: autograd and torch's AdamW."""
 
-    def __init__(self, model: nn.Module, train: tuple[torch.Tensor, ...], bs: int, lr: float, wd: float):
+    def __init__(
+        self,
+        model: nn.Module,
+        train: tuple[torch.Tensor, ...],
+        bs: int,
+        lr: float,
+        wd: float,
+        wd_bias: float | None = None,
+    ):
         self.model, self.bs = model, bs
         self.users, self.items, self.ratings = train
-        self.opt = make_optimizer(model, lr, wd)
+        self.opt = make_optimizer(model, lr, wd, wd_bias)
 
     def shuffle(self, perm: torch.Tensor) -> None:
         """Reorder the training ratings once per epoch; batches are then plain slices."""
@@ -212,9 +251,10 @@ def fit_one_cycle(
     if config.sparse and not fastdot.supports(model):
         raise ConfigError(f"sparse updates need a dot-product model on the CPU, not {config.model}")
     if config.sparse or (fused and fastdot.supports(model)):
-        step_fn = fastdot.FusedDotStep(model, train, config.bs, config.lr, config.wd, config.sparse)
+        step_fn = fastdot.FusedDotStep(model, train, config.bs, config.lr, config.wd, config.wd_bias,
+                                       config.sparse)  # fmt: skip
     else:
-        step_fn = AutogradStep(model, train, config.bs, config.lr, config.wd)
+        step_fn = AutogradStep(model, train, config.bs, config.lr, config.wd, config.wd_bias)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     pending: list = []  # losses since the last report: floats, or 0-dim tensors left on the device
     result, start = FitResult(device=str(device)), time.perf_counter()
