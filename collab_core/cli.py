@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from collab_core import distributed
 from collab_core.data import Dataset, default_cache_dir, load_dataset
 from collab_core.encoding import FOLDS, SPLITS
 from collab_core.errors import CollabError
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--split", choices=SPLITS)
     p = sub.add_parser("train", parents=[data, model], help="train a model (or load it from the store)")
     p.add_argument("--no-save", action="store_true", help="do not read or write the model store")
+    p.add_argument("--distributed", action="store_true", help="one of torchrun's processes (DDP)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
     p = sub.add_parser("lr-find", parents=[data, model], help="sweep the learning rate, suggest one")
     p.add_argument("--json", action="store_true")
@@ -169,10 +171,18 @@ class EpochTable:
                   f"{minutes:02d}:{seconds:02d}", file=self.out, flush=True)  # fmt: skip
 
 
-def cmd_train(args: argparse.Namespace) -> dict:
+def cmd_train(args: argparse.Namespace) -> dict | None:
     dataset, config = load_data(args), config_from_args(args)
     store = None if args.no_save else store_from_args(args)
-    trained = get_or_train(dataset, config, store, args.device, callback=EpochTable())
+    if args.distributed:  # every rank trains; rank 0 reports and saves
+        rank, world, device = distributed.init_from_env(args.device)
+        if rank != 0:
+            get_or_train(dataset, config, None, device, reuse=False)
+            return None
+        print(f"distributed: {world} processes on {device}")
+        trained = get_or_train(dataset, config, store, device, callback=EpochTable(), reuse=False)
+    else:
+        trained = get_or_train(dataset, config, store, args.device, callback=EpochTable())
     if trained.from_store:
         print(f"loaded from {store.root / trained.key}.pt (trained in {trained.meta['fit_seconds']:.2f} s)")
         for epoch, (t, v) in enumerate(zip(trained.meta["history"]["train_loss"],
@@ -288,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False):
+    if getattr(args, "json", False) and result is not None:
         print(json.dumps(result, default=_json_default))
     return 0
 

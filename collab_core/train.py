@@ -240,7 +240,7 @@ def fit_one_cycle(
     fused step of fastdot.py unless fused=False (same maths, far less overhead). Raises
     TrainingCancelled when should_stop() turns true, TrainingDiverged on a non-finite loss.
     """
-    from collab_core import fastdot
+    from collab_core import distributed, fastdot
 
     device = next(model.parameters()).device
     train = tuple(t.to(device) for t in train)
@@ -250,7 +250,9 @@ def fit_one_cycle(
     total = n_batches * config.epochs
     if config.sparse and not fastdot.supports(model):
         raise ConfigError(f"sparse updates need a dot-product model on the CPU, not {config.model}")
-    if config.sparse or (fused and fastdot.supports(model)):
+    if distributed.active():
+        step_fn = distributed.ShardedStep(model, train, config.bs, config.lr, config.wd, config.wd_bias)
+    elif config.sparse or (fused and fastdot.supports(model)):
         step_fn = fastdot.FusedDotStep(model, train, config.bs, config.lr, config.wd, config.wd_bias,
                                        config.sparse)  # fmt: skip
     else:
