@@ -33,6 +33,9 @@ class Trained:
     valid_rows: np.ndarray = field(repr=False)
     meta: dict = field(repr=False)  # the store's JSON: history, metrics, fit time, device
     from_store: bool = False
+    # tables derived once by collab_core.analysis (stats, lookups, unit vectors); a model copied
+    # with dataclasses.replace starts with an empty cache, so it never sees stale tables
+    cache: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -69,24 +72,29 @@ def get_or_train(
     device: str = "auto",
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    reuse: bool = True,
 ) -> Trained:
-    """The model for (dataset, config): loaded from the store if there, else trained (and saved)."""
+    """The model for (dataset, config): loaded from the store if there, else trained (and saved).
+
+    reuse=False always trains (and still saves), e.g. for each rank of a distributed run.
+    """
     encoded, train_rows, valid_rows = prepare(dataset, config)
     key = entry_key(config, dataset.fingerprint)
     dev = pick_device(device)
     args = (config, dataset, encoded, train_rows, valid_rows)
-    if store is not None:
+    if store is not None and reuse:
         found = _from_store(store, key, dev, *args)
         if found is not None:
             return found
     with store.lock(key) if store is not None else contextlib.nullcontext():
-        if store is not None:  # another process may have trained it while we waited
+        if store is not None and reuse:  # another process may have trained it while we waited
             found = _from_store(store, key, dev, *args)
             if found is not None:
                 return found
         model = build_model(config, encoded.n_users, encoded.n_items, dev)
         train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
         result = fit_one_cycle(model, train, valid, config, callback, should_stop)
+        model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
         meta = {
             "key": key,
             "config": config.to_dict(),
