@@ -35,14 +35,18 @@ def trunc_normal_embedding(n: int, width: int, std: float = 0.01) -> nn.Embeddin
 
 
 class DotProduct(nn.Module):
-    """r̂ = u·m, or σ_range(u·m) with a y_range; nn.Embedding's N(0, 1) init as in the book."""
+    """r̂ = u·m, or σ_range(u·m) with a y_range.
+
+    The book's `Embedding` is fastai's (truncated normal, std 0.01), not nn.Embedding's N(0, 1):
+    with N(0, 1) a 50-factor dot product starts near ±7 and the sigmoid saturates.
+    """
 
     has_bias = False
 
     def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange | None = None):
         super().__init__()
-        self.user_factors = nn.Embedding(n_users, n_factors)
-        self.item_factors = nn.Embedding(n_items, n_factors)
+        self.user_factors = trunc_normal_embedding(n_users, n_factors)
+        self.item_factors = trunc_normal_embedding(n_items, n_factors)
         self.y_range = y_range
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -51,16 +55,16 @@ class DotProduct(nn.Module):
 
 
 class DotProductBias(nn.Module):
-    """r̂ = σ_range(u·m + b_u + b_m) with nn.Embedding layers (N(0, 1) init)."""
+    """r̂ = σ_range(u·m + b_u + b_m): the book's class, with fastai's `Embedding` layers as in the book."""
 
     has_bias = True
 
     def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange = (0, 5.5)):
         super().__init__()
-        self.user_factors = nn.Embedding(n_users, n_factors)
-        self.user_bias = nn.Embedding(n_users, 1)
-        self.item_factors = nn.Embedding(n_items, n_factors)
-        self.item_bias = nn.Embedding(n_items, 1)
+        self.user_factors = trunc_normal_embedding(n_users, n_factors)
+        self.user_bias = trunc_normal_embedding(n_users, 1)
+        self.item_factors = trunc_normal_embedding(n_items, n_factors)
+        self.item_bias = trunc_normal_embedding(n_items, 1)
         self.y_range = y_range
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -70,14 +74,19 @@ class DotProductBias(nn.Module):
 
 
 class EmbeddingDotBias(DotProductBias):
-    """fastai's `EmbeddingDotBias`: r̂ = σ_range(u·m + b_u + b_m), truncated-normal(0.01) init."""
+    """fastai's `EmbeddingDotBias`: r̂ = σ_range(u·m + b_u + b_m), truncated-normal(0.01) init.
+
+    The book's DotProductBias as fastai ships it; its layers are drawn in fastai's order (both
+    factor tables, then both biases), so a seed gives it other initial weights than dot_bias.
+    """
 
     def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange = (0, 5.5)):
-        super().__init__(n_users, n_items, n_factors, y_range)
+        nn.Module.__init__(self)
         self.user_factors = trunc_normal_embedding(n_users, n_factors)
-        self.user_bias = trunc_normal_embedding(n_users, 1)
         self.item_factors = trunc_normal_embedding(n_items, n_factors)
+        self.user_bias = trunc_normal_embedding(n_users, 1)
         self.item_bias = trunc_normal_embedding(n_items, 1)
+        self.y_range = y_range
 
 
 def create_params(*size: int) -> nn.Parameter:
