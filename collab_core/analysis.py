@@ -1,0 +1,243 @@
+"""What a trained model has learned, as tables the pages render as they are: bias tables, the PCA
+and t-SNE maps of item embeddings, nearest items and users, and the crosstab of the most active
+users by the most-rated items. Predictions, rankings and new users live in ranking.py and
+foldin.py, per-item and per-user tables in stats.py; all of it is importable from here.
+
+Items are given by title or raw id, users by raw id; results are indexed by embedding index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from collab_core.data import Dataset
+from collab_core.encoding import Encoded, encode, item_titles
+from collab_core.errors import ConfigError
+from collab_core.foldin import fold_in_user
+from collab_core.learner import Trained
+from collab_core.nets import MODELS, create_model, user_item_biases, user_item_weights
+from collab_core.ranking import predict_pairs, ranking_metrics, recommend, score_users, user_history
+from collab_core.stats import (
+    DEMOGRAPHICS,
+    cached,
+    check_n,
+    item_index,
+    item_stats,
+    items_table,
+    user_index,
+    user_stats,
+    users_table,
+)
+
+__all__ = [
+    "PCAResult",
+    "bias_table",
+    "crosstab",
+    "crosstab_filled",
+    "fold_in_user",
+    "item_stats",
+    "nearest_items",
+    "nearest_users",
+    "pca_extremes",
+    "pca_items",
+    "predict_pairs",
+    "ranking_metrics",
+    "recommend",
+    "similarities",
+    "tsne_items",
+    "user_history",
+    "user_stats",
+]
+
+ITEM_COLUMNS = ["title", "year", "genres", "mean_rating", "n_ratings"]
+METRICS = ("cosine", "euclidean")
+
+
+def bias_table(
+    trained: Trained, n: int = 10, min_ratings: int = 0, of: str = "items"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The n lowest and n highest learned biases: title (or user), bias, mean_rating, n_ratings."""
+    biases = user_item_biases(trained.model)
+    if biases is None:
+        with_bias = [key for key in MODELS if getattr(create_model(key, 2, 2, 1), "has_bias", False)]
+        raise ConfigError(f"model {trained.config.model!r} has no bias terms; "
+                          f"train one of {', '.join(with_bias)} to see biases")  # fmt: skip
+    name, table = _table(trained, of)
+    out = table[[name, "mean_rating", "n_ratings"]].assign(bias=_pick(of, biases)[1:].cpu().numpy())
+    out = out.loc[out["n_ratings"] >= min_ratings, [name, "bias", "mean_rating", "n_ratings"]]
+    ordered = out.sort_values("bias", kind="stable")
+    return ordered.head(check_n(n)), ordered.tail(n).iloc[::-1]
+
+
+def _table(trained: Trained, of: str) -> tuple[str, pd.DataFrame]:
+    """("title", the item table) or ("user", the user table)."""
+    if of == "items":
+        return "title", items_table(trained)
+    if of == "users":
+        return "user", users_table(trained)
+    raise ConfigError(f"of must be 'items' or 'users', not {of!r}")
+
+
+def _pick(of: str, pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The item half of a (users, items) pair of tensors, or the user half."""
+    return pair[1] if of == "items" else pair[0]
+
+
+@dataclass(frozen=True)
+class PCAResult:
+    coords: pd.DataFrame  # index: item index; title, year, genres, mean_rating, n_ratings, pc1..pck
+    explained_variance_ratio: np.ndarray  # (k,) share of the embeddings' variance, decreasing
+    components: np.ndarray  # (k, F) orthonormal directions in embedding space
+
+
+def most_rated(trained: Trained, n: int) -> np.ndarray:
+    """Indices of the n most-rated items, most first (ties: lower index first)."""
+    counts = items_table(trained)["n_ratings"].to_numpy()
+    return np.argsort(-counts, kind="stable")[: check_n(n, "n_items")] + 1
+
+
+def _item_vectors(trained: Trained, index: np.ndarray) -> np.ndarray:
+    _, item_w = user_item_weights(trained.model)
+    return item_w[torch.from_numpy(index).to(item_w.device)].cpu().numpy()  # (N, F)
+
+
+def pca_items(trained: Trained, n_items: int = 1000, k: int = 3, seed: int = 42) -> PCAResult:
+    """PCA of the n_items most-rated items' embeddings (scikit-learn), k components."""
+    from sklearn.decomposition import PCA  # sklearn takes a second to import: only maps need it
+
+    index = most_rated(trained, n_items)
+    x = _item_vectors(trained, index)
+    if check_n(k, "k") > min(x.shape):
+        raise ConfigError(f"k={k} components need at least {k} items and {k} factors, "
+                          f"not {x.shape[0]} x {x.shape[1]}")  # fmt: skip
+    pca = PCA(n_components=k, random_state=seed)
+    xy = pca.fit_transform(x)  # (N, k)
+    coords = (
+        items_table(trained).loc[index, ITEM_COLUMNS].assign(**{f"pc{j + 1}": xy[:, j] for j in range(k)})
+    )
+    return PCAResult(coords, pca.explained_variance_ratio_, pca.components_)
+
+
+def pca_extremes(result: PCAResult, component: int = 1, n: int = 10) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The n items lowest and highest on one principal component (1-based)."""
+    column = f"pc{component}"
+    if column not in result.coords:
+        raise ConfigError(f"component must be 1..{len(result.explained_variance_ratio)}, not {component!r}")
+    ordered = result.coords.sort_values(column, kind="stable")[["title", column, "mean_rating", "n_ratings"]]
+    return ordered.head(check_n(n)), ordered.tail(n).iloc[::-1]
+
+
+def tsne_items(
+    trained: Trained, n_items: int = 1000, seed: int = 42, perplexity: float = 30.0
+) -> pd.DataFrame:
+    """A 2-D t-SNE map (scikit-learn) of the n_items most-rated items: ITEM_COLUMNS + x, y."""
+    from sklearn.manifold import TSNE  # sklearn takes a second to import: only maps need it
+
+    index = most_rated(trained, n_items)
+    if not 0 < perplexity < len(index):
+        raise ConfigError(f"perplexity must be between 0 and the number of items ({len(index)}), "
+                          f"not {perplexity!r}")  # fmt: skip
+    xy = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+        _item_vectors(trained, index)
+    )
+    return items_table(trained).loc[index, ITEM_COLUMNS].assign(x=xy[:, 0], y=xy[:, 1])
+
+
+def _closeness(trained: Trained, of: str, index: int, metric: str) -> torch.Tensor:
+    """(n,) cosine similarity (or Euclidean distance) of every row's embedding to row `index`."""
+    if metric not in METRICS:
+        raise ConfigError(f"metric must be 'cosine' or 'euclidean', not {metric!r}")
+
+    def build() -> tuple[torch.Tensor, torch.Tensor]:
+        weights = _pick(of, user_item_weights(trained.model)).cpu()
+        return weights, torch.nn.functional.normalize(weights, dim=1)
+
+    weights, unit = cached(trained, f"{of}_vectors", build)
+    if metric == "cosine":
+        return unit @ unit[index]  # (n,)
+    return (weights - weights[index]).norm(dim=1)  # (n,)
+
+
+def similarities(trained: Trained, key: object, metric: str = "cosine", of: str = "items") -> pd.Series:
+    """Cosine similarity (or distance) of one item's (or user's) embedding to every one, itself too."""
+    _, table = _table(trained, of)
+    index = (item_index if of == "items" else user_index)(trained, key)
+    name = "similarity" if metric == "cosine" else "distance"
+    return pd.Series(_closeness(trained, of, index, metric)[1:].numpy(), index=table.index, name=name)
+
+
+def _nearest(trained: Trained, of: str, index: int, n: int, metric: str, min_ratings: int) -> pd.DataFrame:
+    """The n rows closest to row `index`, best first, leaving out itself, #na# and rare rows."""
+    values = _closeness(trained, of, index, metric)
+    closeness = values.clone() if metric == "cosine" else -values  # larger is closer
+    closeness[[0, index]] = -torch.inf
+    name, table = _table(trained, of)
+    if min_ratings > 0:
+        closeness[1:][torch.from_numpy(table["n_ratings"].to_numpy() < min_ratings)] = -torch.inf
+    top = torch.topk(closeness, min(check_n(n), len(closeness))).indices
+    top = top[torch.isfinite(closeness[top])].numpy()
+    column = "similarity" if metric == "cosine" else "distance"
+    demographics = [c for c in DEMOGRAPHICS if c in table]
+    out = table.loc[top].assign(**{column: values[top].numpy()})
+    return out[[name, column, "mean_rating", "n_ratings", *demographics]]
+
+
+def nearest_items(
+    trained: Trained, item: object, n: int = 10, metric: str = "cosine", min_ratings: int = 0
+) -> pd.DataFrame:
+    """The n items closest to `item` in embedding space, best first, itself excluded."""
+    return _nearest(trained, "items", item_index(trained, item), n, metric, min_ratings)
+
+
+def nearest_users(
+    trained: Trained, user: object, n: int = 10, metric: str = "cosine", min_ratings: int = 0
+) -> pd.DataFrame:
+    """The n users closest to `user` in embedding space, best first, themselves excluded."""
+    return _nearest(trained, "users", user_index(trained, user), n, metric, min_ratings)
+
+
+def crosstab(trained_or_dataset: Trained | Dataset, n: int = 15, fill: bool = False) -> pd.DataFrame:
+    """Ratings of the n most active users (rows) for the n most-rated items (columns); NaN gaps,
+    or gaps filled by the model's predictions with fill=True."""
+    if fill:
+        if not isinstance(trained_or_dataset, Trained):
+            raise ConfigError("filling the crosstab's gaps needs a trained model, not only a dataset")
+        return crosstab_filled(trained_or_dataset, n)[0]
+    if isinstance(trained_or_dataset, Trained):
+        encoded, titles = trained_or_dataset.encoded, _titles(trained_or_dataset)
+    else:
+        encoded = encode(trained_or_dataset)
+        titles = item_titles(trained_or_dataset, encoded)
+    return _grid(encoded, titles, n)[0]
+
+
+def crosstab_filled(trained: Trained, n: int = 15) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(grid, filled): the crosstab with its gaps predicted, and which cells were gaps."""
+    grid, users, items = _grid(trained.encoded, _titles(trained), n)
+    filled = grid.isna()
+    predicted = score_users(trained, users)[:, torch.from_numpy(items)].numpy()
+    return grid.mask(filled, predicted), filled
+
+
+def _titles(trained: Trained) -> np.ndarray:
+    return np.concatenate([["#na#"], items_table(trained)["title"].to_numpy()])
+
+
+def _grid(encoded: Encoded, titles: np.ndarray, n: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The crosstab and the user and item indices of its rows and columns."""
+    users, items = encoded.user_idx.numpy(), encoded.item_idx.numpy()
+    top = []
+    for index, size in ((users, encoded.n_users), (items, encoded.n_items)):
+        counts = np.bincount(index, minlength=size)[1:]
+        top.append(np.argsort(-counts, kind="stable")[: check_n(n)] + 1)
+    keep = np.isin(users, top[0]) & np.isin(items, top[1])
+    cells = pd.DataFrame({"u": users[keep], "i": items[keep], "r": encoded.rating.numpy()[keep]})
+    grid = cells.pivot_table(index="u", columns="i", values="r", aggfunc="mean")
+    grid = grid.reindex(index=top[0], columns=top[1]).astype("float64")
+    grid.index = pd.Index(encoded.users[top[0]], name="user")
+    grid.columns = pd.Index(titles[top[1]], name="title")
+    return grid, top[0], top[1]
