@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from collab_core.data import Dataset, load_ml100k
 from collab_core.learner import Trained, get_or_train
@@ -74,3 +75,13 @@ def taste_dataset(n_users: int = 40, n_items: int = 24, seed: int = 0) -> Datase
 @pytest.fixture(scope="session")
 def taste() -> Dataset:
     return taste_dataset()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tests train tiny models: on a shared 2-core machine a second intra-op thread spins against
+    the other processes and made autograd training 10-40x slower (190 s instead of 5 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
