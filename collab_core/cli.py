@@ -238,8 +238,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def _trained(args: argparse.Namespace) -> Trained:
-    trained = get_or_train(load_data(args), config_from_args(args), store_from_args(args), args.device)
-    where = f"loaded from {trained.key}" if trained.from_store else f"trained and saved as {trained.key}"
+    """The model recommend/similar answer with: from the store, trained (and saved) if missing."""
+    store = store_from_args(args)
+    trained = get_or_train(load_data(args), config_from_args(args), store, args.device)
+    path = store.root / f"{trained.key}.pt"
+    where = f"loaded from {path}" if trained.from_store else f"trained and saved as {path}"
     print(f"model {trained.config.model}: {where}", file=sys.stderr)
     return trained
 
@@ -250,7 +253,8 @@ def cmd_recommend(args: argparse.Namespace) -> dict:
     trained = _trained(args)
     table = recommend(trained, args.user, n=args.n)
     print(table.to_string(index=False))
-    return {"user": args.user, "recommendations": _records(table)}
+    return {"user": args.user, "model": trained.config.model, "key": trained.key,
+            "recommendations": _records(table)}  # fmt: skip
 
 
 def cmd_similar(args: argparse.Namespace) -> dict:
@@ -259,7 +263,8 @@ def cmd_similar(args: argparse.Namespace) -> dict:
     trained = _trained(args)
     table = nearest_items(trained, args.movie, n=args.n, metric=args.metric)
     print(table.to_string(index=False))
-    return {"movie": args.movie, "metric": args.metric, "similar": _records(table)}
+    return {"movie": args.movie, "metric": args.metric, "model": trained.config.model, "key": trained.key,
+            "similar": _records(table)}  # fmt: skip
 
 
 def cmd_synth(args: argparse.Namespace) -> dict:

@@ -102,8 +102,9 @@ class ModelStore:
                 "python": platform.python_version(),
             },
         }
-        _atomic_write(js, lambda f: f.write(json.dumps(meta, indent=1).encode()))
-        return meta
+        text = json.dumps(meta, indent=1)
+        _atomic_write(js, lambda f: f.write(text.encode()))
+        return json.loads(text)  # as a later load will see it (tuples become lists)
 
     def load(self, key: str) -> Entry | None:
         """The entry for key, or None (with a StoreWarning if something was there but bad)."""
@@ -152,25 +153,47 @@ class ModelStore:
         return removed
 
 
+# the fields every reader relies on, with their JSON types
+META_TYPES = {
+    "key": str,
+    "checkpoint_sha256": str,
+    "config": dict,
+    "data": dict,
+    "history": dict,
+    "metrics": dict,
+    "fit_seconds": (int, float),
+    "device": str,
+}
+
+
 def read_meta(path: Path) -> dict:
     """Read and type-check an entry's JSON; ValueError/TypeError/KeyError if it is not right."""
     meta = json.loads(path.read_text())
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else '?'} "
                          f"is not {FORMAT}")  # fmt: skip
-    TrainConfig(**{**meta["config"], "y_range": tuple(meta["config"]["y_range"])})
-    history = meta["history"]
+    for name, kind in META_TYPES.items():
+        if not isinstance(meta[name], kind) or isinstance(meta[name], bool):
+            raise TypeError(
+                f"{name} is a {type(meta[name]).__name__}, not a {getattr(kind, '__name__', 'number')}"
+            )
+    config_from_meta(meta)
+    if not (isinstance(meta["data"]["fingerprint"], str) and isinstance(meta["data"]["name"], str)):
+        raise TypeError("data.fingerprint and data.name must be strings")
     for name in ("train_loss", "valid_loss", "batch_loss"):
-        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in history[name]):
+        if not (isinstance(meta["history"][name], list) and all(map(_is_number, meta["history"][name]))):
             raise TypeError(f"history.{name} is not a list of finite numbers")
-    if not isinstance(meta["checkpoint_sha256"], str) or not isinstance(meta["key"], str):
-        raise TypeError("checkpoint_sha256 and key must be strings")
-    if not all(isinstance(v, (int, float)) for v in meta["metrics"].values()):
-        raise TypeError("metrics must be numbers")
+    if not all(map(_is_number, meta["metrics"].values())):
+        raise TypeError("metrics must be finite numbers")
     return meta
 
 
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def config_from_meta(meta: dict) -> TrainConfig:
+    """The TrainConfig stored in an entry's JSON (ConfigError/TypeError if it is not one)."""
     return TrainConfig(**{**meta["config"], "y_range": tuple(meta["config"]["y_range"])})
 
 
