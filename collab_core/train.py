@@ -20,6 +20,7 @@ from collab_core.errors import ConfigError, TrainingCancelled, TrainingDiverged
 from collab_core.nets import MODELS, create_model
 
 LIMITS = {"n_factors": (1, 1024), "epochs": (1, 1000), "bs": (1, 1_000_000)}
+DIVERGED = 100  # a smoothed loss this many times the first batch's (or 1) means the fit diverged
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,10 @@ def fit_one_cycle(
             )
         smooth.update(chunk)
         result.batch_loss += chunk
+        first = result.batch_loss[0]
+        if smooth.value > DIVERGED * max(first, 1.0):  # Adam keeps an exploding loss finite
+            raise TrainingDiverged(f"the loss rose from {first:.3g} to {smooth.value:.3g} by batch {step} "
+                                   f"(lr {lr:.3g}): lower the learning rate")  # fmt: skip
         if callback:
             elapsed = time.perf_counter() - start
             callback(BatchEvent(epoch, step, total, chunk, lr, elapsed, elapsed / step * (total - step)))
@@ -381,7 +386,7 @@ def lr_find(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            smooth.update([float(loss)])
+            smooth.update([loss.item()])
             value = smooth.value
             if not math.isfinite(value) or value > 4 * best:
                 break
