@@ -89,8 +89,12 @@ def load_dataset(
     download: bool = True,
     progress: Callable[[int, int | None], None] | None = None,
     columns: Mapping[str, str | None] | None = None,
+    download_url: str | None = None,
 ) -> Dataset:
-    """Resolve and load a dataset: explicit path -> data_dir (COLLAB_DATA_DIR) -> cache -> download."""
+    """Resolve and load a dataset: explicit path -> data_dir (COLLAB_DATA_DIR) -> cache -> download.
+
+    download_url replaces GroupLens' address (a mirror, or a local server in tests).
+    """
     if path is not None:
         return load_path(Path(path), columns=columns)
     if data_dir:
@@ -102,15 +106,17 @@ def load_dataset(
         return load_ml100k(cached)
     if not download:
         raise DataError(f"ml-100k is not in {cache_dir} and downloading is off")
-    from collab_core.download import download_ml100k
+    from collab_core.download import ML100K_URL, download_ml100k
 
-    return load_ml100k(download_ml100k(cache_dir, progress=progress))
+    return load_ml100k(download_ml100k(cache_dir, download_url or ML100K_URL, progress=progress))
 
 
 def load_path(path: Path, columns: Mapping[str, str | None] | None = None) -> Dataset:
     """Load whatever `path` is: an ml-100k folder, a MovieLens CSV folder, a table, or a zip."""
     if not path.exists():
         raise DataError(f"no such file or folder: {path}")
+    if not (path.is_dir() or path.is_file()):  # a FIFO or device would block or never end
+        raise DataError(f"{path} is not a regular file or folder")
     if path.is_dir():
         if (path / "u.data").is_file():
             return load_ml100k(path)
@@ -121,6 +127,11 @@ def load_path(path: Path, columns: Mapping[str, str | None] | None = None) -> Da
         raise DataError(f"{path} holds neither u.data (ml-100k) nor ratings.csv (MovieLens CSV)")
     if zipfile.is_zipfile(path):
         return load_zip(path, columns=columns)
+    if path.suffix.lower() == ".zip":
+        with open(path, "rb") as f:
+            html = f.read(512).lstrip().lower().startswith((b"<!doctype html", b"<html"))
+        what = "an HTML page saved as .zip" if html else "damaged or truncated"
+        raise DataError(f"{path.name} is not a valid zip archive ({what})")
     return load_table(path, **dict(columns or {}))
 
 
@@ -142,7 +153,15 @@ def load_zip(path: Path, columns: Mapping[str, str | None] | None = None) -> Dat
 def _check_size(path: Path) -> None:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise DataError(f"{path.name} is {size / 1e9:.1f} GB; the limit is {MAX_FILE_BYTES / 1e9:.1f} GB")
+        raise DataError(f"{path.name} is {_bytes(size)}; the limit is {_bytes(MAX_FILE_BYTES)}")
+
+
+def _bytes(n: int) -> str:
+    """A size for people: 512 bytes, 1.5 KB, 2.1 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def load_ml100k(folder: Path) -> Dataset:
@@ -215,9 +234,11 @@ def load_table(
     _check_size(path)
     with open(path, "rb") as f:
         head = f.read(64 * 1024)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path.name} is UTF-16 text; save it as UTF-8")
     if b"\x00" in head:
         raise DataError(f"{path.name} is a binary file, not a CSV/TSV table")
-    text = head.decode("utf-8", errors="replace")
+    text = head.decode("utf-8-sig", errors="replace")
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise DataError(f"{path.name} is empty")
@@ -226,7 +247,7 @@ def load_table(
     has_header = not any(_is_number(cell) for cell in first)
     table = _read_csv(
         path, sep=sep, header=0 if has_header else None, dtype=str, keep_default_na=False,
-        encoding_errors="replace", skipinitialspace=True,
+        encoding="utf-8-sig", skipinitialspace=True, nrows=MAX_ROWS + 1,
     )  # fmt: skip
     if table.empty:
         raise DataError(f"{path.name} has a header but no ratings")
@@ -295,6 +316,9 @@ def _finish(
     items["genres"] = items.get("genres", pd.Series("", index=items.index)).fillna("")
     warnings = []
     n_dup = int(ratings.duplicated(["user", "item"]).sum())
+    if 2 * n_dup >= len(ratings):  # re-ratings happen; a table that is mostly repeats is a mistake
+        raise DataError(f"{name}: {n_dup:,} of {len(ratings):,} ratings repeat an earlier (user, item) "
+                        "pair; is the table duplicated?")  # fmt: skip
     if n_dup:
         warnings.append(f"{n_dup:,} duplicate (user, item) pairs kept, as fastai does")
     return Dataset(name, ratings, items, users, folds, tuple(warnings))
@@ -304,8 +328,8 @@ def validate_ratings(ratings: pd.DataFrame, name: str) -> None:
     """Raise DataError on an empty, oversized or non-finite ratings table."""
     if len(ratings) == 0:
         raise DataError(f"{name} holds no ratings")
-    if len(ratings) > MAX_ROWS:
-        raise DataError(f"{name} has {len(ratings):,} ratings; the limit is {MAX_ROWS:,}")
+    if len(ratings) > MAX_ROWS:  # readers stop at MAX_ROWS + 1 rows, so memory stays bounded
+        raise DataError(f"{name} has more than {MAX_ROWS:,} ratings, the limit; use a sample of it")
     if len(ratings) < MIN_RATINGS:
         raise DataError(f"{name} has only {len(ratings)} ratings; at least {MIN_RATINGS} are needed")
     r = ratings["rating"].to_numpy(dtype="float64")
@@ -318,11 +342,14 @@ def validate_ratings(ratings: pd.DataFrame, name: str) -> None:
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    # compression=None: pandas would inflate a .gz/.bz2/.xz by its name, unchecked (a bomb)
     try:
-        return pd.read_csv(path, **kwargs)
+        return pd.read_csv(path, compression=None, **kwargs)
+    except UnicodeDecodeError as e:  # a ValueError too, so first
+        raise DataError(f"{path.name} is not UTF-8 text ({_one_line(e)}); save it as UTF-8") from None
     except ValueError as e:  # ParserError, missing usecols, bad dtype are all ValueErrors
         raise DataError(f"{path.name}: {_one_line(e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
         raise DataError(f"cannot read {path.name}: {_one_line(e)}") from None
 
 
@@ -371,15 +398,21 @@ def _numeric(values: pd.Series, column: str, name: str) -> pd.Series:
 
 
 def _ids(values: pd.Series, column: str, name: str) -> pd.Series:
-    """Ids stay integers when they all are, else strings; empty ids are refused."""
+    """Ids stay integers when they all are, else strings (names); empty ids are refused, and so are
+    numbers that cannot be ids (fractions, beyond 2^62): a misplaced column, most likely."""
     stripped = values.astype(str).str.strip()
     if (stripped == "").any():
         row = int(np.flatnonzero((stripped == "").to_numpy())[0])
         raise DataError(f"{name}: column {column!r} is empty on data row {row + 1}")
-    as_int = pd.to_numeric(stripped, errors="coerce")
-    if as_int.notna().all() and (as_int.abs() < 2**62).all() and (as_int % 1 == 0).all():
-        return as_int.astype("int64")
-    return stripped
+    as_number = pd.to_numeric(stripped, errors="coerce")
+    if not as_number.notna().all():
+        return stripped
+    bad = ~(np.isfinite(as_number) & (as_number.abs() < 2**62) & (as_number % 1 == 0)).to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{name}: column {column!r} has {stripped.iloc[row]!r} on data row {row + 1}; "
+                        "ids are integers below 2^62 or names (is it the right column?)")  # fmt: skip
+    return as_number.astype("int64")
 
 
 def _years(titles: pd.Series) -> np.ndarray:
