@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -283,6 +284,9 @@ def fit_one_cycle(
     threads = torch.get_num_threads()
     if isinstance(step_fn, fastdot.FusedDotStep):
         torch.set_num_threads(1)  # its ops are small: a second thread costs more than it gives
+    # overflow in the fused NumPy step is reported below as divergence; NumPy's own warnings would
+    # only repeat it, once per batch
+    numpy_errors = np.seterr(over="ignore", invalid="ignore")
     try:
         model.train()
         for epoch in range(config.epochs):
@@ -301,6 +305,12 @@ def fit_one_cycle(
                     raise TrainingCancelled(f"training stopped at epoch {epoch + 1}, batch {b + 1}")
             # validate at the end of each epoch
             step_fn.sync()
+            bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+            if bad is not None:  # a saturated sigmoid keeps the loss finite while the weights blow up
+                raise TrainingDiverged(
+                    f"the weights ({bad}) became infinite or NaN in epoch {epoch + 1} "
+                    f"(lr {config.lr:g}, wd {config.wd:g}): lower the learning rate"
+                )
             metrics = evaluate(model, *valid)
             if not math.isfinite(metrics["mse"]):
                 mse = metrics["mse"]
@@ -315,6 +325,7 @@ def fit_one_cycle(
                 row = (smooth.value, metrics["mse"], seconds, elapsed, eta)
                 callback(EpochEvent(epoch, config.epochs, *row))
     finally:
+        np.seterr(**numpy_errors)
         torch.set_num_threads(threads)
     result.fit_seconds = time.perf_counter() - start
     return result
