@@ -94,7 +94,7 @@ def item_titles(dataset: Dataset, encoded: Encoded) -> np.ndarray:
     """The display title of every item index (#na# at 0)."""
     if encoded.item_key == "title":
         return encoded.items.astype(str)
-    titles = dataset.items["title"].reindex(encoded.items[1:].astype(np.int64)).to_numpy()
+    titles = dataset.items["title"].reindex(encoded.items[1:]).to_numpy()  # ids: int or str, as loaded
     return np.concatenate([[NA], titles]).astype(str)
 
 

@@ -57,12 +57,14 @@ def test_lookups(ml100k):
 
 def test_string_ids_get_sorted_vocabularies(tmp_path):
     path = tmp_path / "r.csv"
-    rows = [f"u{u},m{i},{(u + i) % 5 + 1}" for u in (3, 1, 2) for i in (2, 10, 1)]
-    path.write_text("user,item,rating\n" + "\n".join(rows + rows[:1]))
-    enc = encode(load_path(path), item_key="id")
+    rows = [f"u{u},m{i},{(u + i) % 5 + 1},Film {i} ({1990 + i})" for u in (3, 1, 2) for i in (2, 10, 1)]
+    path.write_text("user,item,rating,title\n" + "\n".join(rows + rows[:1]))
+    dataset = load_path(path)
+    enc = encode(dataset, item_key="id")
     assert list(enc.users) == [NA, "u1", "u2", "u3"]
     assert list(enc.items) == [NA, "m1", "m10", "m2"]
     assert enc.user_index("u2") == 2 and enc.item_index("m2") == 3
+    assert list(item_titles(dataset, enc)) == [NA, "Film 1 (1991)", "Film 10 (2000)", "Film 2 (1992)"]
 
 
 # --- random split -----------------------------------------------------------------------------
