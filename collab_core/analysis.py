@@ -114,7 +114,7 @@ def pca_items(trained: Trained, n_items: int = 1000, k: int = 3, seed: int = 42)
     if check_n(k, "k") > min(x.shape):
         raise ConfigError(f"k={k} components need at least {k} items and {k} factors, "
                           f"not {x.shape[0]} x {x.shape[1]}")  # fmt: skip
-    pca = PCA(n_components=k, random_state=seed)
+    pca = PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed)  # exact; an (F, F) problem
     xy = pca.fit_transform(x)  # (N, k)
     coords = (
         items_table(trained).loc[index, ITEM_COLUMNS].assign(**{f"pc{j + 1}": xy[:, j] for j in range(k)})

@@ -62,7 +62,7 @@ def _item_stats(trained: Trained) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "title": meta["title"].astype(str).to_numpy(),
-            "year": meta["year"].astype("Int64").to_numpy(),
+            "year": meta["year"].astype("Int64").array,
             "genres": meta["genres"].fillna("").to_numpy(),
             "mean_rating": mean[1:],
             "n_ratings": count[1:],
@@ -86,7 +86,11 @@ def _user_stats(trained: Trained) -> pd.DataFrame:
     dataset, encoded = trained.dataset, trained.encoded
     mean, count = _means(encoded.user_idx.numpy(), encoded.rating.numpy(), encoded.n_users)
     table = pd.DataFrame(
-        {"user": encoded.users[1:], "mean_rating": mean[1:], "n_ratings": count[1:]},
+        {
+            "user": pd.Series(encoded.users[1:]).infer_objects().array,
+            "mean_rating": mean[1:],
+            "n_ratings": count[1:],
+        },
         index=pd.RangeIndex(1, encoded.n_users, name="user_index"),
     )
     if dataset.users is not None:

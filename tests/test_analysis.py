@@ -61,6 +61,7 @@ def untrained(dataset, **config) -> Trained:
 def test_item_and_user_stats_count_all_ratings(trained_edb):
     items, users = item_stats(trained_edb), user_stats(trained_edb)
     assert list(items.columns) == ["title", "year", "genres", "mean_rating", "n_ratings"]
+    assert items["year"].dtype == "Int64" and items["n_ratings"].dtype == np.int64
     assert items.index.tolist() == list(range(1, 1665))  # 1,664 titles, #na# left out
     assert items["n_ratings"].sum() == users["n_ratings"].sum() == 100_000
     star_wars = items.loc[item_index(trained_edb, "Star Wars (1977)")]
