@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from collab_core import memory
 from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, split
-from collab_core.errors import DataError
+from collab_core.errors import ConfigError, DataError
 from collab_core.store import ModelStore, StoreWarning, config_from_meta, downsample, entry_key
 from collab_core.train import Callback, TrainConfig, build_model, fit_one_cycle, pick_device
 
@@ -52,7 +53,7 @@ def rows_to_tensors(encoded: Encoded, rows: np.ndarray) -> Tensors:
 
 
 def prepare(dataset: Dataset, config: TrainConfig) -> tuple[Encoded, np.ndarray, np.ndarray]:
-    """Encode and split as the config says; check the ratings fit its y_range."""
+    """Encode and split as the config says; check the ratings fit its y_range and a batch."""
     encoded = encode(dataset, config.item_key)
     train_rows, valid_rows = split(dataset, config.split, config.valid_pct, config.seed)
     low, high = config.y_range
@@ -62,6 +63,8 @@ def prepare(dataset: Dataset, config: TrainConfig) -> tuple[Encoded, np.ndarray,
             f"ratings span {float(r.min()):g}..{float(r.max()):g}, outside y_range {low:g}..{high:g}: "
             "set a y_range that covers them"
         )
+    if len(train_rows) < config.bs:  # caught here, before a lock or a model exists
+        raise ConfigError(f"batch size {config.bs} is larger than the {len(train_rows)} training ratings")
     return encoded, train_rows, valid_rows
 
 
@@ -86,6 +89,8 @@ def get_or_train(
         found = _from_store(store, key, dev, *args)
         if found is not None:
             return found
+    n_parameters = memory.n_parameters(config.model, encoded.n_users, encoded.n_items, config.n_factors)
+    memory.check_memory(memory.training_bytes(len(encoded.rating), n_parameters), memory.available_bytes())
     with store.lock(key) if store is not None else contextlib.nullcontext():
         if store is not None and reuse:  # another process may have trained it while we waited
             found = _from_store(store, key, dev, *args)
@@ -146,6 +151,10 @@ def _from_store(
 ) -> Trained | None:
     entry = store.load(key)
     if entry is None:
+        return None
+    if entry.meta["data"]["fingerprint"] != dataset.fingerprint or config_from_meta(entry.meta) != config:
+        warnings.warn(f"model {key} in the store was trained on other data ({entry.meta['data']['name']}) "
+                      "or with another config and will be retrained", StoreWarning, stacklevel=2)  # fmt: skip
         return None
     model = build_model(config, encoded.n_users, encoded.n_items, device)
     try:

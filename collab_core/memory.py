@@ -1,0 +1,73 @@
+"""How much memory a training run needs, estimated before it starts, and how much is free.
+
+The estimate is deliberately generous (measured on 2M synthetic ratings: ~60 bytes per rating and
+~9 copies of the weights at the peak), so a run it lets through does not die of memory halfway.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from collab_core.errors import ConfigError
+from collab_core.nets import create_model
+
+BYTES_PER_RATING = 100  # index and rating tensors, the split, the shuffled copies of an epoch
+COPIES_PER_WEIGHT = 10  # weights, gradients, Adam's two moments, the fused step's buffers, temporaries
+# (limit, usage) files of the process's cgroup, v2 then v1: a container's cap, below the machine's
+CGROUP_FILES = (
+    (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory.current")),
+    (
+        Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+        Path("/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+    ),
+)
+
+
+def n_parameters(model: str, n_users: int, n_items: int, n_factors: int) -> int:
+    """The exact parameter count of a model, built on the meta device (no memory allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(model, n_users, n_items, n_factors).parameters())
+
+
+def training_bytes(n_ratings: int, n_parameters: int) -> int:
+    """Peak memory of a training run beyond the loaded ratings table, over-estimated on purpose."""
+    return n_ratings * BYTES_PER_RATING + n_parameters * 4 * COPIES_PER_WEIGHT
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still take: the machine's available memory (/proc/meminfo, else
+    os.sysconf's free pages), capped by a container's cgroup limit; None if the system cannot say."""
+    free = None
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    for limit_file, usage_file in CGROUP_FILES:
+        try:
+            limit, usage = int(limit_file.read_text()), int(usage_file.read_text())
+        except (OSError, ValueError):  # absent, or "max" (no limit)
+            continue
+        if limit < 2**60:  # v1 writes a huge number for "no limit"
+            free = min(free, max(limit - usage, 0))
+        break
+    return free
+
+
+def check_memory(needed: int, available: int | None) -> None:
+    """ConfigError when a run would need more memory than is available."""
+    if available is not None and needed > available:
+        raise ConfigError(
+            f"training needs about {_gb(needed)} of memory but only {_gb(available)} is available: "
+            "use fewer factors or a sample of the ratings"
+        )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
