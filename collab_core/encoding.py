@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from collab_core.data import FOLDS, MIN_RATINGS, Dataset
+from collab_core.config import FOLDS, SPLITS
+from collab_core.data import MIN_RATINGS, Dataset
 from collab_core.errors import ConfigError, DataError
 
 NA = "#na#"
-SPLITS = ("random", "temporal", *FOLDS)
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from collab_core.config import MODEL_KEYS
 from collab_core.errors import ConfigError
 
 YRange = tuple[float, float]
@@ -181,6 +182,9 @@ MODELS: dict[str, ModelFactory] = {
     "collab_nn": lambda nu, ni, nf, yr: CollabNN(nu, ni, y_range=yr),
     "embedding_nn": lambda nu, ni, nf, yr: EmbeddingNN(nu, ni, y_range=yr),
 }
+
+
+assert tuple(MODELS) == MODEL_KEYS, "config.MODEL_KEYS must list nets.MODELS"
 
 
 def create_model(

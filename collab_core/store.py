@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import itertools
 import json
-import math
 import os
 import platform
 import tempfile
@@ -27,10 +26,11 @@ import torch
 from torch import nn
 
 from collab_core import __version__
+from collab_core.config import FORMAT, config_from_meta, entry_key, read_meta
 from collab_core.errors import CollabError
-from collab_core.train import TrainConfig
 
-FORMAT = 1  # bump when the checkpoint layout changes; older entries become misses
+__all__ = ["FORMAT", "config_from_meta", "entry_key", "read_meta"]  # torch-free, in config.py
+
 MAX_BATCH_POINTS = 500  # per-batch loss history is downsampled to this many points
 
 
@@ -43,12 +43,6 @@ class Entry:
     key: str
     meta: dict  # the JSON metadata
     state: dict[str, torch.Tensor]  # the model's state_dict
-
-
-def entry_key(config: TrainConfig, fingerprint: str) -> str:
-    """A stable hash of the config and the data it was trained on."""
-    blob = json.dumps({"format": FORMAT, "config": config.to_dict(), "data": fingerprint}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def downsample(values: list[float], n: int = MAX_BATCH_POINTS) -> list[float]:
@@ -151,50 +145,6 @@ class ModelStore:
                 path.unlink()
                 removed = True
         return removed
-
-
-# the fields every reader relies on, with their JSON types
-META_TYPES = {
-    "key": str,
-    "checkpoint_sha256": str,
-    "config": dict,
-    "data": dict,
-    "history": dict,
-    "metrics": dict,
-    "fit_seconds": (int, float),
-    "device": str,
-}
-
-
-def read_meta(path: Path) -> dict:
-    """Read and type-check an entry's JSON; ValueError/TypeError/KeyError if it is not right."""
-    meta = json.loads(path.read_text())
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else '?'} "
-                         f"is not {FORMAT}")  # fmt: skip
-    for name, kind in META_TYPES.items():
-        if not isinstance(meta[name], kind) or isinstance(meta[name], bool):
-            raise TypeError(
-                f"{name} is a {type(meta[name]).__name__}, not a {getattr(kind, '__name__', 'number')}"
-            )
-    config_from_meta(meta)
-    if not (isinstance(meta["data"]["fingerprint"], str) and isinstance(meta["data"]["name"], str)):
-        raise TypeError("data.fingerprint and data.name must be strings")
-    for name in ("train_loss", "valid_loss", "batch_loss"):
-        if not (isinstance(meta["history"][name], list) and all(map(_is_number, meta["history"][name]))):
-            raise TypeError(f"history.{name} is not a list of finite numbers")
-    if not all(map(_is_number, meta["metrics"].values())):
-        raise TypeError("metrics must be finite numbers")
-    return meta
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def config_from_meta(meta: dict) -> TrainConfig:
-    """The TrainConfig stored in an entry's JSON (ConfigError/TypeError if it is not one)."""
-    return TrainConfig(**{**meta["config"], "y_range": tuple(meta["config"]["y_range"])})
 
 
 def _atomic_write(path: Path, write) -> tuple[str, int]:

@@ -11,74 +11,19 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from collab_core.config import PRESETS, TrainConfig, preset
 from collab_core.errors import ConfigError, TrainingCancelled, TrainingDiverged
-from collab_core.nets import MODELS, create_model
+from collab_core.nets import create_model
 
-LIMITS = {"n_factors": (1, 1024), "epochs": (1, 1000), "bs": (1, 1_000_000)}
+__all__ = ["PRESETS", "TrainConfig", "preset"]  # the configs live in config.py; re-exported here
+
 DIVERGED = 100  # a smoothed loss this many times the first batch's (or 1) means the fit diverged
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a trained model (the device does not: it is chosen per run)."""
-
-    model: str = "embedding_dot_bias"  # a key of nets.MODELS
-    n_factors: int = 50  # embedding width of the dot-product models (NN models use get_emb_sz)
-    epochs: int = 5  # passes over the training ratings
-    lr: float = 5e-3  # peak learning rate of the one cycle
-    wd: float = 0.1  # decoupled weight decay
-    bs: int = 64  # ratings per batch
-    seed: int = 42  # seeds the init, the split and the shuffling
-    y_range: tuple[float, float] = (0.0, 5.5)  # output range of sigmoid_range
-    split: str = "random"  # "random", "temporal" or a fold file "u1".."u5", "ua", "ub"
-    valid_pct: float = 0.2  # validation share of the random and temporal splits
-    item_key: str = "title"  # items keyed by "title" (as the book) or "id"
-    wd_bias: float | None = None  # weight decay of the bias terms; None = wd (fastai's choice)
-    sparse: bool = False  # row-wise AdamW: only a batch's rows decay and move (dot models, big data)
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        for name, (low, high) in LIMITS.items():
-            value = getattr(self, name)
-            if not (isinstance(value, int) and low <= value <= high):
-                raise ConfigError(f"{name} must be an integer from {low} to {high}, not {value!r}")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
-            raise ConfigError(f"lr must be in (0, 10], not {self.lr}")
-        for name in ("wd", "wd_bias"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and 0 <= value <= 10):
-                raise ConfigError(f"{name} must be in [0, 10], not {value}")
-        low, high = self.y_range
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            raise ConfigError(f"y_range must be two finite numbers low < high, not {self.y_range}")
-        object.__setattr__(self, "y_range", (float(low), float(high)))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# Named recipes. "book" is the chapter's fit_one_cycle(5, 5e-3, wd=0.1) at bs 64. "fast" trades
-# batch size for speed: 8x larger batches mean 8x fewer decay steps, so wd rises (0.1 -> 0.6) to
-# keep its total effect, and the biases are not decayed (decaying them pulls every prediction
-# towards the middle of y_range); on ml-100k it is as accurate in a fraction of the time.
-PRESETS = {
-    "book": {},
-    "fast": {"bs": 512, "epochs": 6, "lr": 8e-3, "wd": 0.6, "wd_bias": 0.0},
-}
-
-
-def preset(name: str, **overrides) -> TrainConfig:
-    """A named recipe with any fields overridden."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
 
 
 @dataclass(frozen=True)
