@@ -185,8 +185,10 @@ def load_ml100k(folder: Path) -> Dataset:
     items = pd.DataFrame(
         {
             "title": raw_items["title"].astype(str).to_numpy(),
-            "year": pd.to_datetime(raw_items["release_date"], format="%d-%b-%Y", errors="coerce")
-            .dt.year.astype("Int64")
+            # the year in the title is the film's; the release date is often a re-release's
+            "year": pd.Series(_years(raw_items["title"]))
+            .fillna(pd.to_datetime(raw_items["release_date"], format="%d-%b-%Y", errors="coerce").dt.year)
+            .astype("Int64")
             .to_numpy(),
             "genres": ["|".join(g for g, f in zip(ML100K_GENRES, row) if f) for row in flags],
         },
