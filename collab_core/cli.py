@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 # the store is answered from its JSON alone, in a fraction of the time torch takes to import
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+BIG_DATA = 1_000_000  # ratings from which `train` prints its memory estimate before it starts
 
 
 class UsageError(CollabError):
@@ -122,8 +123,8 @@ def load_data(args: argparse.Namespace) -> Dataset:
     columns = {f"{r}_col": getattr(args, f"{r}_col") for r in ROLES}
     bar = ProgressBar("downloading ml-100k")
     dataset = load_dataset(
-        args.data, data_dir=os.environ.get("COLLAB_DATA_DIR"),
-        cache_dir=default_cache_dir(os.environ), progress=bar, columns=columns,
+        args.data, data_dir=os.environ.get("COLLAB_DATA_DIR"), cache_dir=default_cache_dir(os.environ),
+        progress=bar, columns=columns, download_url=os.environ.get("COLLAB_ML100K_URL"),
     )  # fmt: skip
     bar.close()
     for message in dataset.warnings:
@@ -240,8 +241,8 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
 
     dataset = load_data(args)
     store = None if args.no_save else store_from_args(args)
-    if store is not None:
-        remember_fingerprint(store.root, signature, dataset.fingerprint)
+    if len(dataset.ratings) >= BIG_DATA:
+        print_memory_estimate(dataset, config)
     if args.distributed:  # every rank trains; rank 0 reports and saves
         rank, world, device = distributed.init_from_env(args.device)
         if rank != 0:
@@ -251,9 +252,23 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
         trained = get_or_train(dataset, config, store, device, callback=EpochTable(), reuse=False)
     else:
         trained = get_or_train(dataset, config, store, args.device, callback=EpochTable())
+    if store is not None:  # only a run that ended well leaves a note in the store
+        remember_fingerprint(store.root, signature, dataset.fingerprint)
     if trained.from_store:
         return _report_stored(trained.meta, store.root, config)
     return _train_json(trained.meta, config, from_store=False)
+
+
+def print_memory_estimate(dataset: Dataset, config: TrainConfig) -> None:
+    """Before a big run: what training will take (an upper estimate) and what the machine has."""
+    from collab_core import memory
+
+    r = dataset.ratings
+    n_parameters = memory.n_parameters(config.model, r.user.nunique() + 1, r.item.nunique() + 1,
+                                       config.n_factors)  # fmt: skip
+    needed, available = memory.training_bytes(len(r), n_parameters), memory.available_bytes()
+    free = "available unknown" if available is None else f"{memory.format_bytes(available)} available"
+    print(f"memory: training needs up to {memory.format_bytes(needed)} ({free})", flush=True)
 
 
 def _report_stored(meta: dict, root: Path, config: TrainConfig) -> dict:

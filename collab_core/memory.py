@@ -64,10 +64,11 @@ def check_memory(needed: int, available: int | None) -> None:
     """ConfigError when a run would need more memory than is available."""
     if available is not None and needed > available:
         raise ConfigError(
-            f"training needs about {_gb(needed)} of memory but only {_gb(available)} is available: "
-            "use fewer factors or a sample of the ratings"
+            f"training needs about {format_bytes(needed)} of memory but only "
+            f"{format_bytes(available)} is available: use fewer factors or a sample of the ratings"
         )
 
 
-def _gb(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """0.35 MB, 2.41 GB."""
     return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.1f} MB"

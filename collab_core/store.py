@@ -75,13 +75,21 @@ class ModelStore:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def save(self, key: str, model: nn.Module, meta: dict) -> dict:
-        """Write the checkpoint then the JSON, each atomically; refuse a non-finite model."""
+        """Write the checkpoint then the JSON, each atomically; refuse a non-finite model.
+
+        Call it holding lock(key): it clears what a killed writer of this key left behind.
+        """
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise CollabError(f"the model has non-finite weights ({bad[0]}); it was not saved")
         self.root.mkdir(parents=True, exist_ok=True)
         ckpt, js = self._paths(key)
+        # the JSON vouches for its checkpoint's hash, so it goes first and comes back last: a save
+        # cut short anywhere (kill -9) leaves a miss, never a JSON naming another checkpoint
+        js.unlink(missing_ok=True)
+        for stale in self.root.glob(f".{key}.*.tmp"):  # temporary files of a killed writer
+            stale.unlink(missing_ok=True)
         digest, size = _atomic_write(ckpt, lambda f: torch.save(state, f))
         meta = {
             **meta,
