@@ -236,10 +236,10 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
         meta = stored_meta(models_dir(args), signature, config)
         if meta is not None:
             return _report_stored(meta, models_dir(args), config)
+    dataset = load_data(args)  # before torch is imported: bad data is reported in a second
     from collab_core import distributed
     from collab_core.learner import get_or_train
 
-    dataset = load_data(args)
     store = None if args.no_save else store_from_args(args)
     if len(dataset.ratings) >= BIG_DATA:
         print_memory_estimate(dataset, config)
