@@ -122,11 +122,13 @@ def load_data(args: argparse.Namespace) -> Dataset:
 
     columns = {f"{r}_col": getattr(args, f"{r}_col") for r in ROLES}
     bar = ProgressBar("downloading ml-100k")
-    dataset = load_dataset(
-        args.data, data_dir=os.environ.get("COLLAB_DATA_DIR"), cache_dir=default_cache_dir(os.environ),
-        progress=bar, columns=columns, download_url=os.environ.get("COLLAB_ML100K_URL"),
-    )  # fmt: skip
-    bar.close()
+    try:
+        dataset = load_dataset(
+            args.data, data_dir=os.environ.get("COLLAB_DATA_DIR"), cache_dir=default_cache_dir(os.environ),
+            progress=bar, columns=columns, download_url=os.environ.get("COLLAB_ML100K_URL"),
+        )  # fmt: skip
+    finally:  # ends the bar's line, so an error after a cut download starts a line of its own
+        bar.close()
     for message in dataset.warnings:
         print(f"warning: {message}", file=sys.stderr)
     return dataset
