@@ -1,0 +1,36 @@
+"""Biases: the movies (and users) the model rates down or up whatever the taste."""
+
+import streamlit as st
+
+from collab_core.errors import CollabError
+from collab_ui import cache, charts
+from collab_ui.widgets import require_model, table
+
+trained = require_model()
+st.title(":material/balance: Biases")
+st.caption(
+    "A bias is what the model adds to every prediction for a movie (or user), whoever is watching: "
+    "a low movie bias means even people who like its kind tend not to like it."
+)
+left, right = st.columns(2)
+min_ratings = left.slider("Only those with at least this many ratings", 0, 300, 0, step=5, key="bias_min")
+n = right.slider("How many to list", 5, 50, 10, key="bias_n")
+
+for what, of in (("movie", "items"), ("user", "users")):
+    st.subheader(f"{what.capitalize()} biases")
+    try:
+        lowest, highest = cache.analysed(
+            "bias_table", trained, trained.key, n=n, min_ratings=min_ratings, of=of
+        )
+        everyone, _ = cache.analysed(
+            "bias_table", trained, trained.key, n=100_000, min_ratings=min_ratings, of=of
+        )
+    except CollabError as e:
+        st.info(" ".join(str(e).split()), icon=":material/info:")
+        st.stop()
+    low_col, high_col = st.columns(2)
+    low_col.markdown(f"**Lowest** ({len(lowest)})")
+    table(lowest, f"low_{of}", low_col)
+    high_col.markdown(f"**Highest** ({len(highest)})")
+    table(highest, f"high_{of}", high_col)
+    st.plotly_chart(charts.bias_scatter(everyone, what), key=f"bias_scatter_{of}")

@@ -1,0 +1,95 @@
+"""Ratings: the table with filters and paging, counts and distributions, the crosstab of seeds."""
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from collab_core.errors import CollabError
+from collab_ui import cache, charts
+from collab_ui.widgets import active_model, error, require_dataset, table
+
+dataset = require_dataset()
+st.title(":material/table_chart: Ratings")
+summary = dataset.summary()
+columns = st.columns(5)
+columns[0].metric("Ratings", f"{summary['ratings']:,}")
+columns[1].metric("Users", f"{summary['users']:,}")
+columns[2].metric("Movies", f"{summary['items']:,}")
+columns[3].metric(
+    "Sparsity", f"{1 - summary['density']:.2%}", help="Share of user x movie cells with no rating"
+)
+columns[4].metric("Mean rating", f"{summary['mean_rating']:.2f}")
+
+table_tab, distribution_tab, crosstab_tab = st.tabs(["Table", "Distributions", "Crosstab"])
+
+with table_tab:
+    view = cache.ratings_view(dataset, dataset.fingerprint)
+    left, middle, right, last = st.columns([3, 2, 3, 2])
+    title = left.text_input("Title contains", key="filter_title", placeholder="e.g. Star Wars")
+    users = middle.text_input("User ids", key="filter_users", placeholder="e.g. 1, 42")
+    genres = sorted({g for gs in dataset.items["genres"] for g in gs.split("|") if g})
+    picked = right.multiselect("Genres (any of)", genres, key="filter_genres")
+    low, high = float(view["rating"].min()), float(view["rating"].max())
+    rating_range = (low, high)  # a slider needs min < max: a table with one rating value has none
+    if low < high:
+        rating_range = last.slider("Rating", low, high, (low, high), step=0.5, key="filter_rating")
+    mask = view["rating"].between(*rating_range)
+    if title.strip():
+        mask &= view["title"].str.contains(title.strip(), case=False, regex=False)
+    if users.strip():
+        wanted = {u.strip() for u in users.split(",") if u.strip()}
+        mask &= view["user"].astype(str).isin(wanted)
+    if picked:
+        mask &= view["genres"].str.contains(rf"(?:^|\|)(?:{'|'.join(map(re.escape, picked))})(?:\||$)")
+    rows = view[mask]
+    size_col, page_col = st.columns([1, 4], vertical_alignment="bottom")
+    page_size = size_col.selectbox("Rows per page", [25, 50, 100, 250], index=1, key="page_size")
+    n_pages = max(1, math.ceil(len(rows) / page_size))
+    with page_col:
+        page = min(st.pagination(n_pages, key="ratings_page", max_visible_pages=9), n_pages)
+    start = (page - 1) * page_size
+    st.caption(
+        f"Rows {start + 1 if len(rows) else 0:,}–{min(start + page_size, len(rows)):,} "
+        f"of {len(rows):,} matching ratings"
+    )
+    columns = [c for c in ("user", "title", "rating", "year", "genres", "timestamp") if c in rows]
+    table(rows.iloc[start : start + page_size], "ratings_table", columns=columns)
+
+with distribution_tab:
+    ratings = dataset.ratings
+    st.plotly_chart(charts.rating_histogram(ratings["rating"]), key="rating_histogram")
+    per_user, per_movie = st.columns(2)
+    per_user.plotly_chart(charts.long_tail(ratings["user"].value_counts(), "user"), key="tail_users")
+    titles = ratings["item"].map(dataset.items["title"]).value_counts()
+    per_movie.plotly_chart(charts.long_tail(titles, "movie"), key="tail_movies")
+
+with crosstab_tab:
+    st.caption("The 15 most active users against the 15 most-rated movies, as the chapter shows it.")
+    trained = active_model()
+    fill = st.toggle(
+        "Fill the gaps with the active model's predictions",
+        key="crosstab_fill",
+        disabled=trained is None,
+        help=None if trained is not None else "Available once the active model is trained",
+    )
+    try:
+        if fill and trained is not None:
+            grid, filled = cache.analysed("crosstab_filled", trained, trained.key, n=15)
+        else:
+            grid, filled = cache.crosstab(dataset, dataset.fingerprint, 15), None
+    except CollabError as e:
+        error(e)
+        st.stop()
+    st.plotly_chart(charts.crosstab_heatmap(grid, filled), key="crosstab_heatmap")
+    style = "background-color: #fde7d6; color: #9a3412; font-style: italic"
+    styled = grid.style.format("{:.1f}", na_rep="")
+    if filled is not None:
+        cells = pd.DataFrame(np.where(filled, style, ""), index=grid.index, columns=grid.columns)
+        styled = styled.apply(lambda _: cells, axis=None)
+        st.caption("Shaded italic cells are the model's predictions; the rest are real ratings.")
+    st.container(key="crosstab_table").dataframe(
+        styled, column_config={"_index": st.column_config.NumberColumn("user", format="%d")}
+    )

@@ -1,0 +1,226 @@
+"""Train: the configuration, the lr finder, live training with Stop, and stored models compared."""
+
+import pandas as pd
+import streamlit as st
+
+from collab_core.config import MODEL_KEYS, PRESETS, SPLITS, TrainConfig, entry_key, preset
+from collab_core.errors import CollabError
+from collab_ui import cache, charts
+from collab_ui.jobs import DONE, RUNNING
+from collab_ui.widgets import context, devices, error, finished_job, require_dataset, training_panel
+
+FIELDS = ("model", "n_factors", "epochs", "bs", "lr", "wd", "wd_bias", "seed", "split", "valid_pct")
+dataset = require_dataset()
+ctx = context()
+st.title(":material/model_training: Train")
+
+
+def apply_recipe() -> None:
+    """Fill the form from the chosen recipe (the chapter's, or the fast one)."""
+    config = preset(st.session_state["cfg_recipe"])
+    for name in FIELDS:
+        st.session_state[f"cfg_{name}"] = getattr(config, name)
+    st.session_state["cfg_y_low"], st.session_state["cfg_y_high"] = config.y_range
+
+
+def use_lr(lr: float) -> None:
+    st.session_state["cfg_lr"] = float(f"{lr:.1e}")
+
+
+if "cfg_model" not in st.session_state:
+    st.session_state.setdefault("cfg_recipe", "book")
+    apply_recipe()
+keep = {"persist_state": "session"}  # the form survives a visit to another page
+with st.container(border=True):
+    head, recipe, where = st.columns([2, 1, 1], vertical_alignment="bottom")
+    head.markdown("**Configuration**: the book's recipe is `fit_one_cycle(5, 5e-3, wd=0.1)` at batch size 64")
+    recipe.selectbox(
+        "Recipe",
+        list(PRESETS),
+        key="cfg_recipe",
+        on_change=apply_recipe,
+        **keep,
+        help="Fills the form: 'book' is the chapter's, 'fast' uses 8x larger batches",
+    )
+    device = where.selectbox("Device", devices(), index=devices().index(ctx.device), key="cfg_device")
+    row = st.columns(4)
+    model = row[0].selectbox("Model", MODEL_KEYS, key="cfg_model", **keep)
+    n_factors = row[1].number_input(
+        "Factors", 1, 1024, key="cfg_factors", **keep, help="Embedding width (the NN models size their own)"
+    )
+    epochs = row[2].number_input("Epochs", 1, 100, key="cfg_epochs", **keep)
+    bs = row[3].number_input("Batch size", 1, 100_000, step=32, key="cfg_bs", **keep)
+    row = st.columns(4)
+    lr = row[0].number_input("Learning rate", 1e-6, 10.0, format="%.1e", step=1e-3, key="cfg_lr", **keep)
+    wd = row[1].number_input("Weight decay", 0.0, 10.0, format="%.3f", step=0.01, key="cfg_wd", **keep)
+    wd_bias = row[2].number_input(
+        "Bias weight decay",
+        0.0,
+        10.0,
+        format="%.3f",
+        step=0.01,
+        key="cfg_wd_bias",
+        placeholder="same as wd",
+        **keep,
+    )
+    seed = row[3].number_input("Seed", 0, 2**31 - 1, key="cfg_seed", **keep)
+    row = st.columns(4)
+    y_low = row[0].number_input("y_range low", step=0.5, key="cfg_y_low", **keep)
+    y_high = row[1].number_input("y_range high", step=0.5, key="cfg_y_high", **keep)
+    split = row[2].selectbox(
+        "Split",
+        SPLITS,
+        key="cfg_split",
+        **keep,
+        help="random 80/20 (fastai's), per-user temporal, or an ml-100k fold file",
+    )
+    valid_pct = row[3].slider(
+        "Validation share",
+        0.05,
+        0.5,
+        step=0.05,
+        key="cfg_valid_pct",
+        **keep,
+        disabled=split not in ("random", "temporal"),
+    )
+    try:
+        config = TrainConfig(
+            model=model,
+            n_factors=int(n_factors),
+            epochs=int(epochs),
+            lr=float(lr),
+            wd=float(wd),
+            wd_bias=wd_bias,
+            bs=int(bs),
+            seed=int(seed),
+            y_range=(y_low, y_high),
+            split=split,
+            valid_pct=float(valid_pct),
+        )
+    except CollabError as e:
+        error(e)
+        config = None
+    start_col, find_col, note_col = st.columns([1, 1, 3], vertical_alignment="center")
+    start = start_col.button(
+        "Start training",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=config is None,
+        key="start",
+        width="stretch",
+    )
+    find = find_col.button(
+        "Find a learning rate",
+        icon=":material/search:",
+        disabled=config is None,
+        key="lr_find",
+        width="stretch",
+    )
+    if config is not None and entry_key(config, dataset.fingerprint) in {m["key"] for m in ctx.metas}:
+        note_col.caption(":material/inventory_2: This configuration is in the store: it loads at once.")
+
+if find and config is not None:
+    with st.spinner("Sweeping the learning rate from 1e-7 to 10 over 100 batches…"):
+        try:
+            st.session_state["lr_found"] = cache.lr_sweep(
+                dataset, config, dataset.fingerprint, entry_key(config, dataset.fingerprint), device
+            )
+        except CollabError as e:
+            error(e)
+found = st.session_state.get("lr_found")
+if found is not None:
+    with st.container(border=True):
+        chart, advice = st.columns([3, 1], vertical_alignment="center")
+        chart.plotly_chart(charts.lr_finder(found.lrs, found.losses, found.suggestion), key="lr_chart")
+        advice.metric("Suggested learning rate", f"{found.suggestion:.1e}", help="fastai's 'valley' rule")
+        advice.button(
+            "Use it", on_click=use_lr, args=(found.suggestion,), key="use_lr", icon=":material/check:"
+        )
+
+if start and config is not None:
+    try:
+        cache.job_registry().start(dataset, config, ctx.store, device)
+        st.session_state["watched"] = (dataset.fingerprint, config)
+    except CollabError as e:
+        error(e)
+
+st.subheader("Training")
+registry = cache.job_registry()
+watched = st.session_state.get("watched")
+job = registry.get(*watched) if watched and watched[0] == dataset.fingerprint else None
+others = [j for j in registry.running(dataset.fingerprint) if j is not job]
+if job is not None and job.status == RUNNING:
+    training_panel(job)
+elif job is not None:
+    progress = job.progress()
+    meta = next((m for m in ctx.metas if m["key"] == progress.key), None)
+    if progress.status == DONE and meta is not None and st.session_state.get("adopted") != progress.key:
+        st.session_state["adopted"] = progress.key  # make the finished model the active one, once
+        st.session_state["pending_model"] = progress.key if progress.key != ctx.default_key else "default"
+        st.rerun()
+    finished_job(progress, meta)
+elif not others:
+    st.caption("Start a training above; its progress, loss curves and epoch table appear here.")
+for other in others:
+    st.caption(
+        f"Also training on this data (started by another page or session): {other.progress().config.model}"
+    )
+    training_panel(other)
+
+st.subheader("Compare stored models")
+if not ctx.metas:
+    st.caption("No stored models for this dataset yet.")
+    st.stop()
+labels = {m["key"]: f"{charts.model_label(m)} ({m['key'][:6]})" for m in ctx.metas}
+picked = st.multiselect(
+    "Models", list(labels), default=list(labels)[:5], format_func=labels.get
+)  # no key: when a model lands in the store the default selection takes it in
+chosen = [m for m in ctx.metas if m["key"] in picked]
+if chosen:
+    st.plotly_chart(charts.compare_curves(chosen), key="compare_chart")
+table = pd.DataFrame(
+    [
+        {
+            "key": m["key"],
+            "model": m["config"]["model"],
+            "factors": m["config"]["n_factors"],
+            "epochs": m["config"]["epochs"],
+            "lr": m["config"]["lr"],
+            "wd": m["config"]["wd"],
+            "bs": m["config"]["bs"],
+            "split": m["config"]["split"],
+            "valid_mse": m["metrics"]["mse"],
+            "valid_rmse": m["metrics"]["rmse"],
+            "valid_mae": m["metrics"]["mae"],
+            "fit_seconds": m["fit_seconds"],
+            "device": m["device"],
+            "saved_at": pd.Timestamp(m["saved_at"]),
+        }
+        for m in (chosen or ctx.metas)
+    ]
+)
+selection = st.dataframe(
+    table,
+    hide_index=True,
+    key="models_table",
+    on_select="rerun",
+    selection_mode="single-row",
+    column_config={
+        "key": st.column_config.TextColumn("key", width="small"),
+        "lr": st.column_config.NumberColumn("lr", format="%.1e"),
+        "wd": st.column_config.NumberColumn("wd", format="%g"),
+        "valid_mse": st.column_config.NumberColumn("valid MSE", format="%.4f"),
+        "valid_rmse": st.column_config.NumberColumn("valid RMSE", format="%.4f"),
+        "valid_mae": st.column_config.NumberColumn("valid MAE", format="%.4f"),
+        "fit_seconds": st.column_config.NumberColumn("fit (s)", format="%.1f"),
+        "saved_at": st.column_config.DatetimeColumn("saved", format="YYYY-MM-DD HH:mm"),
+    },
+)
+rows = selection.selection.rows
+if rows:
+    key = table.iloc[rows[0]]["key"]
+    if st.button(f"Make {labels[key]} the active model", key="activate", icon=":material/swap_horiz:"):
+        st.session_state["pending_model"] = key if key != ctx.default_key else "default"
+        st.rerun()
+else:
+    st.caption("Select a row to make that model the active one.")

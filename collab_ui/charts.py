@@ -1,0 +1,430 @@
+"""Plotly figures for the pages: every one with a title, axis labels and hover text."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+from collab_ui.jobs import Progress
+
+MAX_POINTS = 600  # a curve drawn with more points only costs bandwidth
+BETA = 0.98  # fastai's smoothing of the training loss
+PALETTE = px.colors.qualitative.Safe
+GENRE_COLOURS = px.colors.qualitative.Dark24
+
+
+def styled(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
+    """Title, axis labels and the common margins."""
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        xaxis_title=x,
+        yaxis_title=y,
+        height=height,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+    )
+    return fig
+
+
+def smooth(values: np.ndarray, beta: float = BETA) -> np.ndarray:
+    """fastai's debiased exponential moving average (AvgSmoothLoss)."""
+    return pd.Series(values, dtype="float64").ewm(alpha=1 - beta, adjust=True).mean().to_numpy()
+
+
+def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    step = max(1, len(x) // MAX_POINTS)
+    keep = np.r_[np.arange(0, len(x), step), len(x) - 1] if len(x) else np.arange(0)
+    return x[np.unique(keep)], y[np.unique(keep)]
+
+
+def live_curves(p: Progress) -> go.Figure:
+    """Loss curves of a job in progress: training loss per batch (smoothed), validation per epoch."""
+    losses = np.asarray(p.batch_losses, dtype="float64")
+    per_epoch = max(1, p.total_steps // p.config.epochs) if p.total_steps else 1
+    train_x, train_y = _thin(np.arange(1, len(losses) + 1), smooth(losses))
+    valid = [row["valid_loss"] for row in p.epochs]
+    valid_x = per_epoch * np.arange(1, len(valid) + 1)
+    fig = _curves(train_x, train_y, valid_x, np.asarray(valid), per_epoch)
+    if p.total_steps:
+        fig.update_xaxes(range=[0, p.total_steps * 1.02])
+    else:
+        fig.add_annotation(
+            text="waiting for the first batches…",
+            showarrow=False,
+            x=0.5,
+            y=0.5,
+            xref="paper",
+            yref="paper",
+            font={"size": 16, "color": "#888"},
+        )
+    return styled(fig, f"Loss while training {p.config.model} (MSE)", "batch", "loss (MSE)")
+
+
+def stored_curves(meta: dict) -> go.Figure:
+    """The same curves from a stored model's history (its batch losses are mean-pooled)."""
+    history = meta["history"]
+    pooled = np.asarray(history["batch_loss"], dtype="float64")
+    n_batches = history.get("n_batches") or len(pooled)
+    width = n_batches / max(1, len(pooled))  # batches per pooled point
+    train_x = (np.arange(len(pooled)) + 0.5) * width
+    train_y = smooth(pooled, BETA**width)
+    epochs = len(history["valid_loss"])
+    per_epoch = n_batches / max(1, epochs)
+    valid_x = per_epoch * np.arange(1, epochs + 1)
+    fig = _curves(train_x, train_y, valid_x, np.asarray(history["valid_loss"]), per_epoch)
+    return styled(fig, f"Loss of {meta['config']['model']} ({meta['key']}, MSE)", "batch", "loss (MSE)")
+
+
+def _curves(train_x, train_y, valid_x, valid_y, per_epoch: float) -> go.Figure:
+    fig = go.Figure()
+    fig.add_scatter(
+        x=train_x,
+        y=train_y,
+        mode="lines",
+        name="train (smoothed)",
+        line={"color": PALETTE[0]},
+        hovertemplate="batch %{x:.0f}<br>train loss %{y:.4f}<extra></extra>",
+    )
+    fig.add_scatter(
+        x=valid_x,
+        y=valid_y,
+        mode="lines+markers",
+        name="valid",
+        line={"color": PALETTE[1]},
+        customdata=np.arange(1, len(valid_y) + 1),
+        hovertemplate="end of epoch %{customdata}<br>valid loss %{y:.4f}<extra></extra>",
+    )
+    for x in valid_x[:-1]:
+        fig.add_vline(x=x, line={"color": "#cccccc", "width": 1, "dash": "dot"})
+    return fig
+
+
+def compare_curves(metas: list[dict]) -> go.Figure:
+    """Stored models side by side: validation (solid) and training (dashed) loss per epoch."""
+    fig = go.Figure()
+    for i, meta in enumerate(metas):
+        colour, history = PALETTE[i % len(PALETTE)], meta["history"]
+        name = f"{model_label(meta)} ({meta['key'][:6]})"
+        epochs = np.arange(1, len(history["valid_loss"]) + 1)
+        fig.add_scatter(
+            x=epochs,
+            y=history["valid_loss"],
+            mode="lines+markers",
+            name=f"{name} valid",
+            line={"color": colour},
+            legendgroup=meta["key"],
+            hovertemplate=f"{name}<br>epoch %{{x}}<br>valid %{{y:.4f}}<extra></extra>",
+        )
+        fig.add_scatter(
+            x=epochs,
+            y=history["train_loss"],
+            mode="lines",
+            name=f"{name} train",
+            line={"color": colour, "dash": "dash"},
+            legendgroup=meta["key"],
+            showlegend=False,
+            hovertemplate=f"{name}<br>epoch %{{x}}<br>train %{{y:.4f}}<extra></extra>",
+        )
+    fig.update_xaxes(dtick=1)
+    styled(fig, "Stored models: validation (solid) and training (dashed) loss per epoch", "epoch", "MSE")
+    fig.update_layout(legend={"orientation": "v", "y": 1.0, "x": 1.02, "xanchor": "left", "yanchor": "top"})
+    return fig
+
+
+def model_label(meta: dict) -> str:
+    """A short name for a stored model: key config values and its validation loss."""
+    c = meta["config"]
+    return f"{c['model']} · {c['n_factors']}f · {c['epochs']}ep · lr {c['lr']:g} · wd {c['wd']:g}"
+
+
+def lr_finder(lrs: list[float], losses: list[float], suggestion: float) -> go.Figure:
+    """The lr finder: smoothed loss against a log-scale learning rate, the valley marked."""
+    fig = go.Figure()
+    fig.add_scatter(
+        x=lrs,
+        y=losses,
+        mode="lines",
+        name="smoothed loss",
+        line={"color": PALETTE[0]},
+        hovertemplate="lr %{x:.2e}<br>loss %{y:.4f}<extra></extra>",
+    )
+    at = float(np.interp(np.log(suggestion), np.log(lrs), losses))
+    fig.add_scatter(
+        x=[suggestion],
+        y=[at],
+        mode="markers",
+        name=f"valley {suggestion:.1e}",
+        marker={"size": 12, "color": PALETTE[1], "symbol": "circle"},
+        hovertemplate="suggested lr %{x:.2e}<extra></extra>",
+    )
+    fig.update_xaxes(type="log", exponentformat="power")
+    return styled(fig, "Learning-rate finder", "learning rate (log scale)", "loss (MSE, smoothed)")
+
+
+def rating_histogram(ratings: pd.Series) -> go.Figure:
+    """How often each rating value occurs."""
+    counts = ratings.value_counts().sort_index()
+    fig = go.Figure(
+        go.Bar(
+            x=counts.index.astype(float),
+            y=counts.to_numpy(),
+            marker_color=PALETTE[0],
+            customdata=counts.to_numpy() / counts.sum(),
+            hovertemplate="rating %{x:g}<br>%{y:,} ratings (%{customdata:.1%})<extra></extra>",
+        )
+    )
+    fig.update_xaxes(dtick=0.5 if (counts.index % 1 != 0).any() else 1)
+    return styled(fig, "Rating histogram", "rating", "number of ratings", height=320)
+
+
+def long_tail(counts: pd.Series, what: str) -> go.Figure:
+    """Ratings per user or per movie, most active first: the long tail of collaborative data."""
+    counts = counts.sort_values(ascending=False)
+    fig = go.Figure(
+        go.Scatter(
+            x=np.arange(1, len(counts) + 1),
+            y=counts.to_numpy(),
+            mode="lines",
+            fill="tozeroy",
+            line={"color": PALETTE[2]},
+            customdata=counts.index.astype(str),
+            hovertemplate="#%{x}: %{customdata}<br>%{y:,} ratings<extra></extra>",
+        )
+    )
+    fig.update_yaxes(type="log")
+    median = float(counts.median())
+    return styled(
+        fig,
+        f"Ratings per {what} (median {median:g})",
+        f"{what}s, most ratings first",
+        "ratings (log scale)",
+        height=320,
+    )
+
+
+def crosstab_heatmap(grid: pd.DataFrame, filled: np.ndarray | None = None) -> go.Figure:
+    """Users x movies: real ratings in one colour scale, the model's fill-ins in another."""
+    values = grid.to_numpy(dtype="float64")
+    filled = np.zeros_like(values, dtype=bool) if filled is None else np.asarray(filled, dtype=bool)
+    users, titles = [f"user {u}" for u in grid.index], [str(t) for t in grid.columns]
+    fig = go.Figure()
+    fig.add_heatmap(
+        z=np.where(filled, np.nan, values),
+        x=titles,
+        y=users,
+        colorscale="Blues",
+        zmin=1,
+        zmax=5,
+        name="rating",
+        colorbar={"title": "rating", "x": 1.0},
+        text=np.where(filled | np.isnan(values), "", np.round(values, 1).astype(str)),
+        texttemplate="%{text}",
+        hovertemplate="%{y}<br>%{x}<br>rated %{z:g}<extra></extra>",
+        hoverongaps=False,
+    )
+    if filled.any():
+        fig.add_heatmap(
+            z=np.where(filled, values, np.nan),
+            x=titles,
+            y=users,
+            colorscale="Oranges",
+            zmin=1,
+            zmax=5,
+            name="predicted",
+            colorbar={"title": "predicted", "x": 1.09},
+            text=np.where(filled, np.char.add(np.round(values, 1).astype(str), "*"), ""),
+            texttemplate="%{text}",
+            hovertemplate="%{y}<br>%{x}<br>predicted %{z:.2f}<extra></extra>",
+            hoverongaps=False,
+        )
+    fig.update_xaxes(tickangle=-40, side="bottom")
+    fig.update_yaxes(autorange="reversed")
+    title = "Most active users x most-rated movies" + (
+        " (* = the model's prediction)" if filled.any() else ""
+    )
+    return styled(fig, title, "movie", "user", height=620)
+
+
+COLOURS = {  # colour-by choice -> (column, continuous?)
+    "genre": ("genre", False),
+    "year": ("year", True),
+    "mean rating": ("mean_rating", True),
+    "popularity": ("n_ratings", True),
+}
+
+
+def bias_scatter(table: pd.DataFrame, what: str) -> go.Figure:
+    """Each movie's (or user's) learned bias against its mean rating, sized by its number of ratings."""
+    name = "title" if "title" in table else "user"
+    fig = go.Figure(
+        go.Scattergl(
+            x=table["mean_rating"],
+            y=table["bias"],
+            mode="markers",
+            marker={
+                "size": 5 + 12 * np.sqrt(table["n_ratings"] / table["n_ratings"].max()),
+                "color": np.log10(table["n_ratings"].clip(lower=1)),
+                "colorscale": "Viridis",
+                "opacity": 0.7,
+                "colorbar": {
+                    "title": "ratings",
+                    "tickvals": [0, 1, 2, 3],
+                    "ticktext": ["1", "10", "100", "1000"],
+                },
+            },
+            customdata=np.stack([table[name].astype(str), table["n_ratings"]], axis=1),
+            hovertemplate="%{customdata[0]}<br>bias %{y:.3f}<br>mean rating %{x:.2f}<br>"
+            "%{customdata[1]} ratings<extra></extra>",
+        )
+    )
+    return styled(fig, f"{what.capitalize()} bias against mean rating", "mean rating", "learned bias", 420)
+
+
+def _hover(coords: pd.DataFrame) -> tuple[np.ndarray, str]:
+    data = np.stack(
+        [
+            coords["title"].astype(str),
+            coords["year"].astype("string").fillna("?"),
+            coords["genres"].str.replace("|", ", "),
+            coords["mean_rating"].round(2),
+            coords["n_ratings"],
+            coords.index.to_numpy(),
+        ],
+        axis=1,
+    )
+    template = (
+        "<b>%{customdata[0]}</b> (%{customdata[1]})<br>%{customdata[2]}<br>"
+        "mean rating %{customdata[3]} · %{customdata[4]} ratings<extra></extra>"
+    )
+    return data, template
+
+
+def embedding_map(
+    coords: pd.DataFrame, x: str, y: str, colour: str, label_top: int, title: str, axis_names: tuple[str, str]
+) -> go.Figure:
+    """A scatter of movie coordinates (PCA or t-SNE): hover details, colour, the top K labelled.
+
+    customdata[5] of every point is the row's index, so a selection maps back to movies.
+    """
+    coords = coords.assign(genre=coords["genres"].str.split("|").str[0].replace("", "unknown"))
+    column, continuous = COLOURS[colour]
+    data, template = _hover(coords)
+    fig = go.Figure()
+    if continuous:
+        values = coords[column].astype("float64")
+        scale = np.log10(values.clip(lower=1)) if column == "n_ratings" else values
+        fig.add_scattergl(
+            x=coords[x],
+            y=coords[y],
+            mode="markers",
+            name="movies",
+            customdata=data,
+            hovertemplate=template,
+            marker={
+                "color": scale,
+                "colorscale": "Viridis",
+                "size": 7,
+                "opacity": 0.8,
+                "showscale": True,
+                "colorbar": {"title": "log10 ratings" if column == "n_ratings" else colour},
+            },
+        )
+    else:
+        for i, (genre, rows) in enumerate(coords.groupby("genre", sort=True)):
+            fig.add_scattergl(
+                x=rows[x],
+                y=rows[y],
+                mode="markers",
+                name=genre,
+                customdata=data[coords.index.get_indexer(rows.index)],
+                hovertemplate=template,
+                marker={"color": GENRE_COLOURS[i % len(GENRE_COLOURS)], "size": 7, "opacity": 0.8},
+            )
+    if label_top:
+        top = coords.nlargest(label_top, "n_ratings")
+        fig.add_scatter(
+            x=top[x],
+            y=top[y],
+            mode="text",
+            text=top["title"].str.replace(r"\s*\(\d{4}\)$", "", regex=True),
+            textposition="top center",
+            textfont={"size": 11, "color": "#1f2933"},
+            name=f"top {label_top} labels",
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    styled(fig, title, axis_names[0], axis_names[1], height=620)
+    fig.update_layout(
+        dragmode="lasso",
+        legend={"orientation": "v", "x": 1.02, "y": 1.0, "xanchor": "left", "yanchor": "top"},
+    )
+    return fig
+
+
+def explained_variance(ratios: np.ndarray) -> go.Figure:
+    ratios = np.asarray(ratios)
+    names = [f"PC{i + 1}" for i in range(len(ratios))]
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=ratios,
+            marker_color=PALETTE[3],
+            text=[f"{r:.1%}" for r in ratios],
+            textposition="outside",
+            textangle=0,
+            hovertemplate="%{x}: %{y:.1%} of the variance<extra></extra>",
+        )
+    )
+    fig.update_yaxes(tickformat=".0%")
+    return styled(fig, "Explained variance per component", "component", "share of variance", height=300)
+
+
+def predicted_vs_actual(history: pd.DataFrame, user: object) -> go.Figure:
+    """A user's real ratings against the model's predictions, train and validation apart."""
+    rng = np.random.default_rng(0)
+    fig = go.Figure()
+    for valid, name, colour in ((False, "train", PALETTE[0]), (True, "valid", PALETTE[1])):
+        rows = history[history["in_valid"] == valid]
+        fig.add_scatter(
+            x=rows["rating"] + rng.uniform(-0.15, 0.15, len(rows)),
+            y=rows["predicted"],
+            mode="markers",
+            name=name,
+            marker={"color": colour, "size": 7, "opacity": 0.75},
+            customdata=rows[["title", "rating"]],
+            hovertemplate="%{customdata[0]}<br>rated %{customdata[1]}, predicted %{y:.2f}<extra></extra>",
+        )
+    low, high = float(history["rating"].min()) - 0.5, float(history["rating"].max()) + 0.5
+    fig.add_scatter(
+        x=[low, high],
+        y=[low, high],
+        mode="lines",
+        name="perfect",
+        line={"dash": "dot", "color": "#999"},
+        hoverinfo="skip",
+    )
+    return styled(
+        fig, f"User {user}: predicted against actual ratings", "actual rating (jittered)", "predicted", 420
+    )
+
+
+def neighbours(table: pd.DataFrame, movie: str, score: str) -> go.Figure:
+    """The nearest movies as horizontal bars of similarity (or distance)."""
+    rows = table.iloc[::-1]
+    fig = go.Figure(
+        go.Bar(
+            x=rows[score],
+            y=rows["title"],
+            orientation="h",
+            marker_color=PALETTE[4],
+            customdata=rows[["mean_rating", "n_ratings"]],
+            hovertemplate="%{y}<br>"
+            + score
+            + " %{x:.3f}<br>mean %{customdata[0]:.2f} · %{customdata[1]} ratings"
+            "<extra></extra>",
+        )
+    )
+    label = "cosine similarity" if score == "similarity" else "Euclidean distance"
+    return styled(fig, f"Nearest to {movie}", label, "", height=max(300, 28 * len(rows) + 80))

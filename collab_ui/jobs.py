@@ -1,0 +1,150 @@
+"""Training jobs that outlive a page: one worker thread per (data, config), shared by sessions.
+
+The worker makes no Streamlit calls. It turns the core's progress events into a `Progress`
+snapshot behind a lock; the pages redraw from `job.progress()` in a fragment. Stop sets a
+`threading.Event` that the training loop polls as `should_stop`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+from collab_core.config import TrainConfig, entry_key
+from collab_core.data import Dataset
+from collab_core.errors import CollabError, TrainingCancelled
+from collab_core.learner import get_or_train
+from collab_core.store import ModelStore
+from collab_core.train import BatchEvent, EpochEvent
+
+RUNNING, DONE, STOPPED, FAILED = "running", "done", "stopped", "failed"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a page needs to draw a job: a consistent copy, safe to read without the lock."""
+
+    status: str  # running, done, stopped or failed
+    config: TrainConfig
+    key: str  # the store key the model lands under
+    step: int = 0  # batches done, over all epochs
+    total_steps: int = 0
+    epoch: int = 0  # 0-based epoch of the last event
+    elapsed: float = 0.0  # seconds since the fit started
+    eta: float | None = None  # seconds left, once known
+    batch_losses: tuple[float, ...] = ()  # raw MSE of every batch so far
+    epochs: tuple[dict, ...] = ()  # fastai's table: epoch, train_loss, valid_loss, time
+    message: str = ""  # why it stopped or failed
+    from_store: bool = False  # answered from the store without training
+    started: float = field(default_factory=time.time)
+
+
+class TrainingJob:
+    """One training run in a daemon thread, observable and stoppable from any session."""
+
+    def __init__(self, dataset: Dataset, config: TrainConfig, store: ModelStore, device: str):
+        self._dataset, self._store, self._device = dataset, store, device
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._losses: list[float] = []
+        self._epochs: list[dict] = []
+        self._progress = Progress(RUNNING, config, entry_key(config, dataset.fingerprint))
+        self._thread = threading.Thread(target=self._run, name=f"train-{self._progress.key}", daemon=True)
+
+    def start(self) -> TrainingJob:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the loop to stop after its current batch."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def progress(self) -> Progress:
+        with self._lock:
+            return replace(self._progress, batch_losses=tuple(self._losses), epochs=tuple(self._epochs))
+
+    @property
+    def status(self) -> str:
+        with self._lock:
+            return self._progress.status
+
+    def _on_event(self, event: BatchEvent | EpochEvent) -> None:
+        with self._lock:
+            p = self._progress
+            if isinstance(event, BatchEvent):
+                self._losses.extend(event.losses)
+                self._progress = replace(
+                    p,
+                    step=event.step,
+                    total_steps=event.total_steps,
+                    epoch=event.epoch,
+                    elapsed=event.elapsed,
+                    eta=event.eta,
+                )
+            else:
+                minutes, seconds = divmod(round(event.seconds), 60)
+                self._epochs.append(
+                    {
+                        "epoch": event.epoch,
+                        "train_loss": event.train_loss,
+                        "valid_loss": event.valid_loss,
+                        "time": f"{minutes:02d}:{seconds:02d}",
+                    }
+                )
+                self._progress = replace(p, epoch=event.epoch, elapsed=event.elapsed, eta=event.eta)
+
+    def _finish(self, status: str, message: str = "", from_store: bool = False) -> None:
+        with self._lock:
+            self._progress = replace(self._progress, status=status, message=message, from_store=from_store)
+        self._dataset = None  # the registry outlives the run; the data need not
+
+    def _run(self) -> None:
+        p = self._progress
+        try:
+            trained = get_or_train(
+                self._dataset,
+                p.config,
+                self._store,
+                self._device,
+                callback=self._on_event,
+                should_stop=self._stop.is_set,
+            )
+        except TrainingCancelled as e:
+            self._finish(STOPPED, str(e))
+        except CollabError as e:
+            self._finish(FAILED, " ".join(str(e).split()))
+        except Exception as e:  # noqa: BLE001 -- a worker thread must hand every failure to the page
+            self._finish(FAILED, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+        else:
+            self._finish(DONE, from_store=trained.from_store)
+
+
+class JobRegistry:
+    """All jobs of this server, keyed by (data fingerprint, config); a running job is shared."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[tuple[str, TrainConfig], TrainingJob] = {}
+
+    def start(self, dataset: Dataset, config: TrainConfig, store: ModelStore, device: str) -> TrainingJob:
+        """The running job for this data and config, or a new one (answered from the store if there)."""
+        key = (dataset.fingerprint, config)
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or job.status != RUNNING:
+                job = self._jobs[key] = TrainingJob(dataset, config, store, device).start()
+            return job
+
+    def get(self, fingerprint: str, config: TrainConfig) -> TrainingJob | None:
+        with self._lock:
+            return self._jobs.get((fingerprint, config))
+
+    def running(self, fingerprint: str) -> list[TrainingJob]:
+        """The jobs still training on this data."""
+        with self._lock:
+            jobs = [job for (fp, _), job in self._jobs.items() if fp == fingerprint]
+        return [job for job in jobs if job.status == RUNNING]

@@ -1,0 +1,32 @@
+"""Collab Explorer: `streamlit run streamlit_app.py`. The router: page config, the shared sidebar,
+and st.navigation over the pages in app_pages/.
+
+The folder is not called `pages/`: Streamlit treats a `pages/` folder as a legacy multipage app
+until the router first runs, so a shared deep link opened on a fresh server would skip the router.
+"""
+
+import streamlit as st
+
+from collab_ui.widgets import sidebar
+
+st.set_page_config(page_title="Collab Explorer", page_icon="🎬", layout="wide")
+
+
+def page(name: str, title: str, icon: str) -> st.Page:
+    """app_pages/<name>.py at the URL path /<name> (the first page is the app's root, /)."""
+    return st.Page(f"app_pages/{name}.py", title=title, icon=f":material/{icon}:", url_path=name)
+
+
+PAGES = {
+    "Data": [page("data", "Ratings", "table_chart")],
+    "Model": [page("train", "Train", "model_training")],
+    "Explore": [
+        page("biases", "Biases", "balance"),
+        page("embeddings", "Embeddings", "scatter_plot"),
+        page("recommend", "Recommend", "recommend"),
+    ],
+}
+
+current = st.navigation(PAGES)
+sidebar()
+current.run()

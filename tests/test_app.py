@@ -1,0 +1,228 @@
+"""The Streamlit pages under AppTest, on the real ml-100k with a model trained once per session."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collab_core import analysis
+from collab_core.data import load_dataset
+from collab_core.learner import get_or_train
+from collab_core.store import ModelStore, entry_key
+from collab_core.train import TrainConfig
+from collab_ui.jobs import DONE, RUNNING, STOPPED, JobRegistry
+
+streamlit_testing = pytest.importorskip("streamlit.testing.v1")
+AppTest = streamlit_testing.AppTest
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+DATA = Path(os.environ.get("COLLAB_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/ml-100k")
+PAGES = [
+    "app_pages/data.py",
+    "app_pages/train.py",
+    "app_pages/biases.py",
+    "app_pages/embeddings.py",
+    "app_pages/recommend.py",
+]
+TIMEOUT = 120  # the first run imports torch and reads the data
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """The default model, trained once into a temporary store the app is pointed at."""
+    if not (DATA / "u.data").is_file():
+        pytest.skip(f"MovieLens 100k not found at {DATA} (set COLLAB_DATA_DIR)")
+    models = tmp_path_factory.mktemp("models")
+    saved = {k: os.environ.get(k) for k in ("COLLAB_DATA_DIR", "COLLAB_MODELS_DIR")}
+    os.environ.update(COLLAB_DATA_DIR=str(DATA), COLLAB_MODELS_DIR=str(models))
+    yield get_or_train(load_dataset(DATA), TrainConfig(), ModelStore(models), device="cpu")
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def page(path: str, **query: str) -> AppTest:
+    """The app opened on one page (optionally with URL query parameters), run once."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    for key, value in query.items():
+        at.query_params[key] = value
+    if path != PAGES[0]:
+        at.switch_page(path)  # before the first run pages go by file name, as their URL paths do
+    return at.run()
+
+
+def table(at: AppTest, key: str):
+    """The DataFrame shown in the container with this key."""
+    return at.get_by_key(key).dataframe[0].value
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_every_page_renders(trained, path):
+    at = page(path)
+    assert_clean(at)
+    assert at.title, f"{path} has no title"
+    assert at.selectbox(key="model").value == "default"
+    assert "valid MSE" in " ".join(c.value for c in at.sidebar.caption)  # the default is stored
+
+
+def test_sidebar_shows_the_dataset(trained):
+    at = page(PAGES[0])
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "100,000 ratings" in captions and "943 users" in captions
+
+
+def test_a_user_gets_their_recommendations(trained):
+    at = page("app_pages/recommend.py")
+    for user in (1, 42):
+        at.selectbox(key="user").select(user).run()
+        assert_clean(at)
+        shown = table(at, "recs")
+        expected = analysis.recommend(trained, user, n=10, min_ratings=10)
+        assert shown["title"].tolist() == expected["title"].tolist()
+        history = table(at, "history")
+        assert len(history) == len(analysis.user_history(trained, user))
+
+
+def test_a_url_restores_the_view(trained):
+    at = page("app_pages/recommend.py", user="42", movie="Toy Story (1995)")
+    assert_clean(at)
+    assert at.selectbox(key="user").value == 42
+    assert at.selectbox(key="movie").value == "Toy Story (1995)"
+    near = table(at, "neighbours")
+    assert near["title"].tolist() == analysis.nearest_items(trained, "Toy Story (1995)")["title"].tolist()
+
+
+def test_a_movie_gets_its_neighbours(trained):
+    at = page("app_pages/recommend.py")
+    at.selectbox(key="movie").select("Star Wars (1977)").run()
+    cosine = table(at, "neighbours")
+    assert "similarity" in cosine and "Star Wars (1977)" not in cosine["title"].tolist()
+    assert np.all(np.diff(cosine["similarity"].to_numpy()) <= 1e-9)
+    at.toggle(key="euclidean").set_value(True).run()
+    assert_clean(at)
+    euclidean = table(at, "neighbours")
+    assert "distance" in euclidean and np.all(np.diff(euclidean["distance"].to_numpy()) >= -1e-9)
+
+
+def test_a_new_user_gets_recommendations(trained):
+    at = page("app_pages/recommend.py")
+    average = table(at, "new_user_recs")["title"].tolist()
+    at.multiselect(key="new_movies").set_value(["Star Wars (1977)", "Return of the Jedi (1983)"]).run()
+    at.slider(key="new_rating_Star Wars (1977)").set_value(5.0).run()
+    assert_clean(at)
+    picks = table(at, "new_user_recs")["title"].tolist()
+    assert len(picks) == 10 and picks != average and "Star Wars (1977)" not in picks
+
+
+def test_the_bias_filter(trained):
+    at = page("app_pages/biases.py")
+    unfiltered = table(at, "low_items")
+    at.slider(key="bias_min").set_value(100).run()
+    assert_clean(at)
+    filtered = table(at, "low_items")
+    assert (filtered["n_ratings"] >= 100).all() and unfiltered["n_ratings"].min() < 100
+    assert filtered["title"].tolist() == analysis.bias_table(trained, 10, 100)[0]["title"].tolist()
+    assert (table(at, "low_users")["n_ratings"] >= 100).all()
+
+
+def test_the_crosstab_toggle(trained):
+    at = page(PAGES[0])
+    grid = table(at, "crosstab_table")
+    assert grid.shape == (15, 15) and grid.isna().any().any()
+    at.toggle(key="crosstab_fill").set_value(True).run()
+    assert_clean(at)
+    filled = table(at, "crosstab_table")
+    assert filled.shape == (15, 15) and not filled.isna().any().any()
+    real = grid.notna().to_numpy()
+    assert np.allclose(filled.to_numpy()[real], grid.to_numpy()[real])
+    heatmap = at.get("plotly_chart")[-1]
+    assert '"predicted"' in heatmap.proto.spec
+
+
+def test_the_ratings_table_filters_and_pages(trained):
+    at = page(PAGES[0])
+    first = table(at, "ratings_table")
+    assert len(first) == 50
+    at.pagination(key="ratings_page").set_value(2).run()
+    second = table(at, "ratings_table")
+    assert len(second) == 50 and not first.equals(second)
+    at.text_input(key="filter_title").input("Star Wars").run()
+    assert_clean(at)
+    filtered = table(at, "ratings_table")
+    assert set(filtered["title"]) == {"Star Wars (1977)"}
+
+
+def test_the_embedding_map(trained):
+    at = page("app_pages/embeddings.py")
+    assert_clean(at)
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "PCA of the 1,000 most-rated movies" in spec
+    at.selectbox(key="pca_colour").select("mean rating").run()
+    at.slider(key="pca_n").set_value(200).run()
+    assert_clean(at)
+    assert "PCA of the 200 most-rated movies" in at.get("plotly_chart")[0].proto.spec
+
+
+def test_a_short_training_lands_in_the_store(trained):
+    at = page("app_pages/train.py")
+    at.number_input(key="cfg_epochs").set_value(1).run()
+    at.number_input(key="cfg_factors").set_value(8).run()
+    at.button(key="start").click().run()
+    assert_clean(at)
+    config = TrainConfig(epochs=1, n_factors=8)
+    key = entry_key(config, trained.dataset.fingerprint)
+    deadline = time.monotonic() + 300
+    while key not in {m["key"] for m in ModelStore(Path(os.environ["COLLAB_MODELS_DIR"])).list()}:
+        assert time.monotonic() < deadline, "the training did not finish in 5 minutes"
+        time.sleep(1)
+        at.run()
+        assert_clean(at)
+    for _ in range(3):  # the page notices the finished job and makes it the active model
+        at.run()
+    assert_clean(at)
+    assert at.selectbox(key="model").value == key
+    assert any(key in s.value for s in at.success)
+
+
+def test_a_bad_upload_shows_an_error_and_the_app_keeps_working(trained):
+    at = page(PAGES[0])
+    at.button_group(key="source").set_value("upload").run()
+    at.file_uploader(key="upload").upload("ratings.csv", b"user,item,rating\n1,2,good\n3,4,5\n").run()
+    assert not at.exception
+    assert len(at.error) == 1 and "\n" not in at.error[0].value and "good" in at.error[0].value
+    at.button_group(key="source").set_value("ml-100k").run()
+    assert_clean(at)
+    assert table(at, "ratings_table") is not None
+
+
+def test_two_sessions_share_one_job_and_stop_stops_it(trained, tmp_path):
+    registry, store = JobRegistry(), ModelStore(tmp_path)
+    config = TrainConfig(epochs=20, n_factors=4, seed=3)
+    job = registry.start(trained.dataset, config, store, "cpu")
+    assert registry.start(trained.dataset, config, store, "cpu") is job
+    assert registry.running(trained.dataset.fingerprint) == [job]
+    assert job.status == RUNNING
+    job.stop()
+    job.join(60)
+    assert job.status == STOPPED and store.list() == []
+    assert registry.start(trained.dataset, config, store, "cpu") is not job  # a stopped job restarts
+    registry.get(trained.dataset.fingerprint, config).stop()
+
+
+def test_a_stored_config_is_answered_at_once(trained):
+    store = ModelStore(Path(os.environ["COLLAB_MODELS_DIR"]))
+    job = JobRegistry().start(trained.dataset, TrainConfig(), store, "cpu")
+    job.join(30)
+    progress = job.progress()
+    assert progress.status == DONE and progress.from_store and progress.key == trained.key
