@@ -218,9 +218,9 @@ class ProgressBar:
 class EpochTable:
     """Prints fastai's table (epoch, train_loss, valid_loss, time) as epochs end."""
 
-    def __init__(self, out=sys.stdout):
-        self.out = out
-        print(f"{'epoch':<7}{'train_loss':<12}{'valid_loss':<12}time", file=out, flush=True)
+    def __init__(self, out=None):
+        self.out = out or sys.stdout  # looked up now, so a redirected stdout is followed
+        print(f"{'epoch':<7}{'train_loss':<12}{'valid_loss':<12}time", file=self.out, flush=True)
 
     def __call__(self, event: object) -> None:
         from collab_core.train import EpochEvent

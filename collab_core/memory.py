@@ -1,7 +1,7 @@
 """How much memory a training run needs, estimated before it starts, and how much is free.
 
-The estimate is deliberately generous (measured on 2M synthetic ratings: ~60 bytes per rating and
-~9 copies of the weights at the peak), so a run it lets through does not die of memory halfway.
+The estimate is deliberately generous (peaks measured on 1-2M synthetic ratings: 60-130 bytes per
+rating and ~9 copies of the weights), so a run it lets through does not die of memory halfway.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from collab_core.errors import ConfigError
 from collab_core.nets import create_model
 
-BYTES_PER_RATING = 100  # index and rating tensors, the split, the shuffled copies of an epoch
+BYTES_PER_RATING = 200  # index and rating tensors, encoding's sorts, the split, an epoch's shuffle
 COPIES_PER_WEIGHT = 10  # weights, gradients, Adam's two moments, the fused step's buffers, temporaries
 # (limit, usage) files of the process's cgroup, v2 then v1: a container's cap, below the machine's
 CGROUP_FILES = (
