@@ -1,0 +1,155 @@
+"""Concurrent sessions: eight sessions asking for one untrained model start one training and all
+get that model; twenty recommendation requests at once on one model all get the serial answer;
+the store is consistent afterwards. Figures (time, trainings, answers) are printed with -s."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from collab_core import analysis, learner
+from collab_core.learner import get_or_train, load_trained
+from collab_core.store import ModelStore
+from collab_core.train import TrainConfig
+from collab_ui.jobs import DONE, JobRegistry
+
+SESSIONS, REQUESTS = 8, 20
+
+
+@pytest.fixture
+def counted_fits(monkeypatch) -> list[float]:
+    """Every training started (its start time); each takes at least 0.3 s, so the sessions overlap."""
+    started: list[float] = []
+    real = learner.fit_one_cycle
+
+    def fit(*args, **kwargs):
+        started.append(time.perf_counter())
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learner, "fit_one_cycle", fit)
+    return started
+
+
+def weights_digest(trained) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(trained.model.state_dict().items()):
+        h.update(name.encode() + tensor.numpy().tobytes())
+    return h.hexdigest()
+
+
+def assert_store_consistent(root: Path, n_entries: int) -> None:
+    entries = ModelStore(root).list()
+    assert len(entries) == n_entries
+    for meta in entries:
+        data = (root / f"{meta['key']}.pt").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta["checkpoint_sha256"]
+    assert not list(root.glob(".*.tmp")) and not list(root.glob("*.tmp"))
+    visible = sorted(p.suffix for p in root.iterdir() if not p.name.startswith("."))
+    assert visible == sorted([".json", ".pt"] * n_entries)
+
+
+def test_eight_sessions_share_one_training(taste, tmp_path, counted_fits):
+    """The app's path: every session asks the server's job registry for the same config."""
+    registry, store = JobRegistry(), ModelStore(tmp_path)
+    config = TrainConfig(epochs=3, bs=16, n_factors=8, seed=5)
+    ready = threading.Barrier(SESSIONS)
+
+    def session(_: int) -> tuple[int, str, str]:
+        ready.wait()
+        job = registry.start(taste, config, store, "cpu")
+        job.join(60)
+        progress = job.progress()
+        assert progress.status == DONE, progress.message
+        meta = next(m for m in store.list() if m["key"] == progress.key)
+        return id(job), progress.key, weights_digest(load_trained(taste, meta, store, "cpu"))
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(SESSIONS) as pool:
+        results = list(pool.map(session, range(SESSIONS)))
+    seconds = time.perf_counter() - start
+    assert len(counted_fits) == 1  # one training
+    assert len({job for job, _, _ in results}) == 1  # every session watched the same job
+    assert len({(key, digest) for _, key, digest in results}) == 1  # and got the same model
+    assert_store_consistent(tmp_path, 1)
+    print(f"\n{SESSIONS} sessions, one config: {seconds:.2f} s, trainings started: {len(counted_fits)}, "
+          f"sessions served: {len(results)}")  # fmt: skip
+
+
+def test_eight_processes_worth_of_callers_share_one_training_through_the_store_lock(
+    taste, tmp_path, counted_fits
+):
+    """Without the registry (two servers on one models/ folder): the store's per-key lock lets one
+    caller train while the others wait, then load its entry."""
+    config = TrainConfig(epochs=3, bs=16, n_factors=8, seed=6)
+    ready = threading.Barrier(SESSIONS)
+
+    def caller(_: int) -> tuple[bool, str]:
+        ready.wait()
+        trained = get_or_train(taste, config, ModelStore(tmp_path), device="cpu")
+        return trained.from_store, weights_digest(trained)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(SESSIONS) as pool:
+        results = list(pool.map(caller, range(SESSIONS)))
+    seconds = time.perf_counter() - start
+    assert len(counted_fits) == 1
+    assert sorted(from_store for from_store, _ in results) == [False] + [True] * (SESSIONS - 1)
+    assert len({digest for _, digest in results}) == 1
+    assert_store_consistent(tmp_path, 1)
+    print(
+        f"\n{SESSIONS} callers through the store lock: {seconds:.2f} s, "
+        f"trainings started: {len(counted_fits)}"
+    )
+
+
+@pytest.mark.parametrize("model", ["embedding_dot_bias", "embedding_nn"])
+def test_twenty_recommendations_at_once_match_the_serial_answers(taste, tmp_path, model):
+    store = ModelStore(tmp_path)
+    config = TrainConfig(model=model, epochs=3, bs=16, n_factors=8)
+    get_or_train(taste, config, store, device="cpu")
+    meta = store.list()[0]
+    serial_model = load_trained(taste, meta, store, "cpu")
+    users = sorted(set(taste.ratings["user"]))[:REQUESTS]
+    serial = {user: analysis.recommend(serial_model, user, n=5) for user in users}
+    shared = load_trained(taste, meta, store, "cpu")  # cold caches: the threads race to build them
+    ready = threading.Barrier(REQUESTS)
+
+    def request(user: int) -> pd.DataFrame:
+        ready.wait()
+        return analysis.recommend(shared, user, n=5)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(REQUESTS) as pool:
+        answers = dict(zip(users, pool.map(request, users)))
+    seconds = time.perf_counter() - start
+    for user in users:
+        pd.testing.assert_frame_equal(answers[user], serial[user])
+    assert len({tuple(serial[u]["title"]) for u in users}) > 1  # the answers differ between users
+    assert not shared.model.training and torch.equal(
+        shared.model.state_dict()[next(iter(shared.model.state_dict()))],
+        serial_model.model.state_dict()[next(iter(serial_model.model.state_dict()))],
+    )
+    assert_store_consistent(tmp_path, 1)
+    print(f"\n{REQUESTS} concurrent recommendations ({model}): {seconds:.2f} s, "
+          f"answers checked: {len(answers)}/{REQUESTS} equal to the serial ones")  # fmt: skip
+
+
+def test_store_json_is_what_list_reports(taste, tmp_path):
+    """The consistency check itself sees a JSON whose checkpoint changed."""
+    store = ModelStore(tmp_path)
+    key = get_or_train(taste, TrainConfig(epochs=1, bs=16, n_factors=4), store, device="cpu").key
+    assert_store_consistent(tmp_path, 1)
+    meta = json.loads((tmp_path / f"{key}.json").read_text())
+    (tmp_path / f"{key}.pt").write_bytes(b"changed")
+    assert hashlib.sha256(b"changed").hexdigest() != meta["checkpoint_sha256"]
+    with pytest.raises(AssertionError):
+        assert_store_consistent(tmp_path, 1)
