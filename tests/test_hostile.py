@@ -443,3 +443,50 @@ def test_snapshot_sees_what_an_escape_would_write(tmp_path):
     (home / "escaped.txt").unlink()
     (home / "models" / "README.md").write_text("changed")
     assert snapshot(home) != before
+
+
+@pytest.fixture(scope="module")
+def latest_small(tmp_path_factory) -> tuple[Path, Path, object]:
+    """A MovieLens-CSV folder (30 users, 10 films) with its default model already in a store."""
+    root = tmp_path_factory.mktemp("query")
+    folder, models = root / "latest-small", root / "models"
+    folder.mkdir()
+    rows = [(u, i, (u * i) % 5 + 1) for u in range(1, 31) for i in range(1, 11)]
+    (folder / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n" + "\n".join(f"{u},{i},{r},{8e8 + u * i:.0f}" for u, i, r in rows)
+    )
+    (folder / "movies.csv").write_text(
+        "movieId,title,genres\n" + "\n".join(f"{i},Film {i} ({1990 + i}),Drama" for i in range(1, 11))
+    )
+    return folder, models, get_or_train(load_path(folder), TrainConfig(), ModelStore(models), device="cpu")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"model": "../../etc/passwd", "user": "<script>alert(1)</script>", "movie": "x" * 5000},
+        {"model": "0" * 16, "user": "99999999999999999999", "movie": "![x](http://127.0.0.1:9/p.png)"},
+        {"model": "", "user": "", "movie": "%00%2e%2e%2f"},
+    ],
+    ids=["traversal-script-long", "unknown-key-huge-id-markdown", "empty-and-encoded"],
+)
+def test_hostile_query_parameters_are_ignored(query, latest_small, tmp_path, monkeypatch):
+    """A shared URL only selects among what exists: unknown or hostile values fall back to defaults,
+    are never used as paths, and the page renders."""
+    from streamlit.testing.v1 import AppTest
+
+    folder, models, trained = latest_small
+    monkeypatch.setenv("COLLAB_DATA_DIR", str(folder))
+    monkeypatch.setenv("COLLAB_MODELS_DIR", str(models))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    before = snapshot(folder.parent), snapshot(tmp_path)
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    for name, value in query.items():
+        at.query_params[name] = value
+    at.switch_page("app_pages/recommend.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="model").value == "default"  # the stored default, not the URL's key
+    assert at.selectbox(key="user").value in set(trained.dataset.ratings["user"])
+    assert at.selectbox(key="movie").value in {f"Film {i} ({1990 + i})" for i in range(1, 11)}
+    assert (snapshot(folder.parent), snapshot(tmp_path)) == before
