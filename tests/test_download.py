@@ -17,8 +17,7 @@ from collab_core.download import download_ml100k, safe_extract, verify_ml100k
 from collab_core.errors import DataError
 
 ZIP = Path(
-    os.environ.get("COLLAB_DATA_ZIP")
-    or Path(__file__).resolve().parents[2] / "shared/data/ml-100k.zip"
+    os.environ.get("COLLAB_DATA_ZIP") or Path(__file__).resolve().parents[2] / "shared/data/ml-100k.zip"
 )
 needs_zip = pytest.mark.skipif(
     not ZIP.is_file(), reason=f"real ml-100k.zip not found (set COLLAB_DATA_ZIP); looked at {ZIP}"
@@ -114,9 +113,7 @@ def test_good_download_verifies_and_reports_progress(server: Server, tmp_path: P
 
 
 @needs_zip
-def test_truncated_download_leaves_nothing_and_a_retry_works(
-    server: Server, tmp_path: Path
-) -> None:
+def test_truncated_download_leaves_nothing_and_a_retry_works(server: Server, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     size = ZIP.stat().st_size
     server.replies = [truncated(), send(zip_bytes())]
