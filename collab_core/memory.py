@@ -1,7 +1,8 @@
 """How much memory a training run needs, estimated before it starts, and how much is free.
 
-The estimate is deliberately generous (peaks measured on 1-2M synthetic ratings: 60-130 bytes per
-rating and ~9 copies of the weights), so a run it lets through does not die of memory halfway.
+The estimate is deliberately generous (peak growth measured on 0.5-2M synthetic ratings: ~140 MB
+that any first training touches, 30-60 bytes per rating, ~9 copies of the weights), so a run it
+lets through does not die of memory halfway.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from collab_core.errors import ConfigError
 from collab_core.nets import create_model
 
-BYTES_PER_RATING = 200  # index and rating tensors, encoding's sorts, the split, an epoch's shuffle
+FIXED_BYTES = 200_000_000  # torch's code and buffers that the first training in a process touches
+BYTES_PER_RATING = 100  # index and rating tensors, encoding's sorts, the split, an epoch's shuffle
 COPIES_PER_WEIGHT = 10  # weights, gradients, Adam's two moments, the fused step's buffers, temporaries
 # (limit, usage) files of the process's cgroup, v2 then v1: a container's cap, below the machine's
 CGROUP_FILES = (
@@ -34,7 +36,7 @@ def n_parameters(model: str, n_users: int, n_items: int, n_factors: int) -> int:
 
 def training_bytes(n_ratings: int, n_parameters: int) -> int:
     """Peak memory of a training run beyond the loaded ratings table, over-estimated on purpose."""
-    return n_ratings * BYTES_PER_RATING + n_parameters * 4 * COPIES_PER_WEIGHT
+    return FIXED_BYTES + n_ratings * BYTES_PER_RATING + n_parameters * 4 * COPIES_PER_WEIGHT
 
 
 def available_bytes() -> int | None:

@@ -168,7 +168,7 @@ def test_estimate_grows_with_data_and_width():
     assert memory.training_bytes(200_000, memory.n_parameters("embedding_dot_bias", 944, 1665, 50)) > base
     assert memory.training_bytes(100_000, memory.n_parameters("embedding_dot_bias", 944, 1665, 400)) > base
     big = memory.training_bytes(25_000_095, memory.n_parameters("embedding_dot_bias", 162_542, 59_048, 50))
-    assert 3e9 < big < 8e9  # MovieLens 25M: a few GB
+    assert 2e9 < big < 6e9  # MovieLens 25M: a few GB
     available = memory.available_bytes()
     assert available is None or available > 0
 
@@ -177,7 +177,7 @@ def test_training_beyond_available_memory_is_refused_before_it_starts(tmp_path, 
     monkeypatch.setattr(memory, "available_bytes", lambda: 50_000)
     fits = []
     monkeypatch.setattr(learner, "fit_one_cycle", lambda *a, **k: fits.append(1))
-    with pytest.raises(ConfigError, match=r"training needs about [\d.]+ MB of memory but only 0\.1 MB"):
+    with pytest.raises(ConfigError, match=r"training needs about [\d.]+ [MG]B of memory but only 0\.1 MB"):
         get_or_train(load_path(table), TrainConfig(epochs=1, bs=16), ModelStore(tmp_path / "m"), device="cpu")
     assert fits == [] and not (tmp_path / "m").exists()  # not even a lock file
 
@@ -186,12 +186,12 @@ def test_cli_prints_the_estimate_and_refuses_too_big(table, tmp_path, monkeypatc
     monkeypatch.setattr(cli, "BIG_DATA", 0)  # 1M ratings and more, normally
     assert cli.main(["train", "--data", str(table), "--no-save", "--epochs", "1", "--bs", "16"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert re.fullmatch(r"memory: training needs up to [\d.]+ MB \([\d.]+ [MG]B available\)", out[0])
+    assert re.fullmatch(r"memory: training needs up to [\d.]+ [MG]B \([\d.]+ [MG]B available\)", out[0])
     assert out[1].split() == ["epoch", "train_loss", "valid_loss", "time"]
     monkeypatch.setattr(memory, "available_bytes", lambda: 10**5)
     assert cli.main(["train", "--data", str(table), "--no-save", "--epochs", "1", "--bs", "16"]) == 2
     err = capsys.readouterr().err
-    assert re.fullmatch(r"error: training needs about [\d.]+ MB of memory but only 0\.1 MB is available: "
+    assert re.fullmatch(r"error: training needs about [\d.]+ [MG]B of memory but only 0\.1 MB is available: "
                         r"use fewer factors or a sample of the ratings\n", err)  # fmt: skip
 
 
@@ -202,7 +202,7 @@ from collab_core.data import Dataset
 from collab_core.learner import get_or_train
 from collab_core.synth import SynthSpec, synth_ratings
 from collab_core.train import TrainConfig
-spec = SynthSpec(n_users=20_000, n_items=3_000, n_ratings=1_000_000)
+spec = SynthSpec(n_users=10_000, n_items=2_000, n_ratings=500_000)
 ratings = synth_ratings(spec).rename(columns={"userId": "user", "movieId": "item"})
 index = pd.Index(range(spec.n_items), name="item")
 items = pd.DataFrame({"title": [f"m{i}" for i in range(spec.n_items)]}, index=index)
@@ -220,7 +220,7 @@ print(json.dumps({"peak": status("VmHWM:") - base, "n_users": trained.encoded.n_
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure peaks")
 def test_the_estimate_covers_the_measured_peak():
-    """1M synthetic ratings, 64 factors: measured peak growth <= estimate <= 3x measured."""
+    """500k synthetic ratings, 64 factors: measured peak growth <= estimate <= 3x measured."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-c", MEASURE], env=env, capture_output=True, text=True, timeout=600
