@@ -89,7 +89,7 @@ with crosstab_tab:
     if filled is not None:
         cells = pd.DataFrame(np.where(filled, style, ""), index=grid.index, columns=grid.columns)
         styled = styled.apply(lambda _: cells, axis=None)
-        st.caption("Shaded italic cells are the model's predictions; the rest are real ratings.")
+        st.caption("Shaded cells (and * on the map) are the model's predictions; the rest are real ratings.")
     st.container(key="crosstab_table").dataframe(
-        styled, column_config={"_index": st.column_config.NumberColumn("user", format="%d")}
+        styled, height="content", column_config={"_index": st.column_config.NumberColumn("user", format="%d")}
     )

@@ -46,7 +46,7 @@ with st.container(border=True):
     row = st.columns(4)
     model = row[0].selectbox("Model", MODEL_KEYS, key="cfg_model", **keep)
     n_factors = row[1].number_input(
-        "Factors", 1, 1024, key="cfg_factors", **keep, help="Embedding width (the NN models size their own)"
+        "Factors", 1, 1024, key="cfg_n_factors", **keep, help="Embedding width (the NN models size their own)"
     )
     epochs = row[2].number_input("Epochs", 1, 100, key="cfg_epochs", **keep)
     bs = row[3].number_input("Batch size", 1, 100_000, step=32, key="cfg_bs", **keep)

@@ -18,7 +18,7 @@ import streamlit as st
 from collab_core import analysis
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, default_cache_dir, load_dataset, load_path
-from collab_core.download import download_ml100k
+from collab_core.download import ML100K_URL, download_ml100k
 from collab_core.learner import Trained, load_trained, prepare, rows_to_tensors
 from collab_core.store import ModelStore
 from collab_core.train import LRFind, build_model, lr_find, pick_device
@@ -60,9 +60,9 @@ def ml100k_missing() -> bool:
 
 
 def download(progress: Callable[[int, int | None], None]) -> None:
-    """Fetch ml-100k into the cache folder, one session at a time."""
+    """Fetch ml-100k into the cache folder, one session at a time (COLLAB_ML100K_URL: a mirror)."""
     with _download_lock():
-        download_ml100k(cache_dir(), progress=progress)
+        download_ml100k(cache_dir(), url=os.environ.get("COLLAB_ML100K_URL") or ML100K_URL, progress=progress)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the ratings…")

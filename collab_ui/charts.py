@@ -50,13 +50,13 @@ def live_curves(p: Progress) -> go.Figure:
     if p.total_steps:
         fig.update_xaxes(range=[0, p.total_steps * 1.02])
     else:
+        fig.update_xaxes(showticklabels=False, range=[0, 1])
+        fig.update_yaxes(showticklabels=False, range=[0, 1])
         fig.add_annotation(
             text="waiting for the first batches…",
             showarrow=False,
             x=0.5,
             y=0.5,
-            xref="paper",
-            yref="paper",
             font={"size": 16, "color": "#888"},
         )
     return styled(fig, f"Loss while training {p.config.model} (MSE)", "batch", "loss (MSE)")
@@ -193,7 +193,7 @@ def long_tail(counts: pd.Series, what: str) -> go.Figure:
             hovertemplate="#%{x}: %{customdata}<br>%{y:,} ratings<extra></extra>",
         )
     )
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick="D2")
     median = float(counts.median())
     return styled(
         fig,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +14,6 @@ import numpy as np
 import pytest
 
 from collab_core import analysis
-from collab_core.data import load_dataset
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore, entry_key
 from collab_core.train import TrainConfig
@@ -31,15 +34,17 @@ PAGES = [
 TIMEOUT = 120  # the first run imports torch and reads the data
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """The default model, trained once into a temporary store the app is pointed at."""
-    if not (DATA / "u.data").is_file():
-        pytest.skip(f"MovieLens 100k not found at {DATA} (set COLLAB_DATA_DIR)")
-    models = tmp_path_factory.mktemp("models")
+@pytest.fixture(scope="module")
+def trained(trained_edb, session_store, ml100k_dir, tmp_path_factory):
+    """The default model (conftest's, trained once per session) in a store of this module's own,
+    which the app is pointed at."""
+    models = tmp_path_factory.mktemp("app-models")
+    for suffix in (".pt", ".json"):  # an entry is <key>.pt + <key>.json (models/README.md)
+        name = f"{trained_edb.key}{suffix}"
+        shutil.copy(session_store.root / name, models / name)
     saved = {k: os.environ.get(k) for k in ("COLLAB_DATA_DIR", "COLLAB_MODELS_DIR")}
-    os.environ.update(COLLAB_DATA_DIR=str(DATA), COLLAB_MODELS_DIR=str(models))
-    yield get_or_train(load_dataset(DATA), TrainConfig(), ModelStore(models), device="cpu")
+    os.environ.update(COLLAB_DATA_DIR=str(ml100k_dir), COLLAB_MODELS_DIR=str(models))
+    yield trained_edb
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -177,17 +182,13 @@ def test_the_embedding_map(trained):
 def test_a_short_training_lands_in_the_store(trained):
     at = page("app_pages/train.py")
     at.number_input(key="cfg_epochs").set_value(1).run()
-    at.number_input(key="cfg_factors").set_value(8).run()
+    at.number_input(key="cfg_n_factors").set_value(8).run()
     at.button(key="start").click().run()
     assert_clean(at)
     config = TrainConfig(epochs=1, n_factors=8)
     key = entry_key(config, trained.dataset.fingerprint)
-    deadline = time.monotonic() + 300
-    while key not in {m["key"] for m in ModelStore(Path(os.environ["COLLAB_MODELS_DIR"])).list()}:
-        assert time.monotonic() < deadline, "the training did not finish in 5 minutes"
-        time.sleep(1)
-        at.run()
-        assert_clean(at)
+    store = ModelStore(Path(os.environ["COLLAB_MODELS_DIR"]))
+    wait_for(at, lambda: key in {m["key"] for m in store.list()}, "the training")
     for _ in range(3):  # the page notices the finished job and makes it the active model
         at.run()
     assert_clean(at)
@@ -204,6 +205,123 @@ def test_a_bad_upload_shows_an_error_and_the_app_keeps_working(trained):
     at.button_group(key="source").set_value("ml-100k").run()
     assert_clean(at)
     assert table(at, "ratings_table") is not None
+
+
+def wait_for(at: AppTest, done, what: str, seconds: float = 300) -> None:
+    """Rerun the app (as its fragments would) until done() holds."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"{what} did not happen in {seconds:.0f} s"
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+
+
+@pytest.fixture
+def fresh_machine(tmp_path, monkeypatch):
+    """No COLLAB_DATA_DIR and an empty cache folder: ml-100k must be downloaded."""
+    monkeypatch.setenv("COLLAB_DATA_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "collab-explorer"
+
+
+def test_first_open_downloads_ml100k(trained, fresh_machine, monkeypatch):
+    archive = DATA.parent / "ml-100k.zip"
+    if not archive.is_file():
+        pytest.skip(f"no {archive} to serve as the download")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(archive.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("COLLAB_ML100K_URL", f"http://127.0.0.1:{server.server_port}/ml-100k.zip")
+    try:
+        at = page(PAGES[0])
+    finally:
+        server.shutdown()
+    assert_clean(at)
+    assert (fresh_machine / "ml-100k" / "u.data").is_file()
+    assert "100,000 ratings" in " ".join(c.value for c in at.sidebar.caption)
+
+
+def test_offline_first_open_says_how_to_point_at_a_local_copy(trained, fresh_machine, monkeypatch):
+    with socket_closed() as port:
+        monkeypatch.setenv("COLLAB_ML100K_URL", f"http://127.0.0.1:{port}/ml-100k.zip")
+        at = page(PAGES[0])
+    assert not at.exception
+    assert len(at.error) == 1 and "\n" not in at.error[0].value
+    assert any("COLLAB_DATA_DIR" in i.value and "Upload" in i.value for i in at.info)
+    at.button_group(key="source").set_value("path").run()
+    at.text_input(key="data_path").input(str(DATA)).run()
+    assert_clean(at)
+    assert table(at, "ratings_table") is not None
+
+
+class socket_closed:
+    """A loopback port nothing listens on."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def test_a_url_restores_the_active_model(trained):
+    config = TrainConfig(epochs=1, n_factors=4, seed=1)
+    store = ModelStore(Path(os.environ["COLLAB_MODELS_DIR"]))
+    key = get_or_train(trained.dataset, config, store, device="cpu").key
+    at = page("app_pages/biases.py", model=key)
+    assert_clean(at)
+    assert at.selectbox(key="model").value == key
+    assert "4f · 1ep" in " ".join(c.value for c in at.sidebar.caption)
+    at.selectbox(key="model").select("default").run()
+    assert "model" not in at.query_params
+
+
+def test_the_fast_recipe_fills_the_form(trained):
+    at = page("app_pages/train.py")
+    assert any("in the store" in c.value for c in at.caption)  # the form starts as the stored default
+    at.selectbox(key="cfg_recipe").select("fast").run()
+    assert_clean(at)
+    assert at.number_input(key="cfg_bs").value == 512
+    assert at.number_input(key="cfg_wd_bias").value == 0.0
+
+
+def test_the_lr_finder(trained):
+    at = page("app_pages/train.py")
+    at.button(key="lr_find").click().run()
+    assert_clean(at)
+    suggested = float(at.metric[0].value)
+    assert 1e-5 < suggested < 1
+    assert "Learning-rate finder" in at.get_by_key("lr_chart").proto.spec
+    at.button(key="use_lr").click().run()
+    assert at.number_input(key="cfg_lr").value == suggested
+
+
+def test_stop_from_the_page(trained):
+    at = page("app_pages/train.py")
+    at.number_input(key="cfg_epochs").set_value(50).run()
+    at.number_input(key="cfg_seed").set_value(11).run()
+    at.button(key="start").click().run()
+    key = entry_key(TrainConfig(epochs=50, seed=11), trained.dataset.fingerprint)
+    at.switch_page("app_pages/biases.py").run()  # a page switch does not stop it
+    assert_clean(at)
+    at.switch_page("app_pages/train.py").run()
+    at.button(key=f"stop-{key}").click().run()
+    wait_for(at, lambda: any("stopped" in w.value for w in at.warning), "the stop")
+    assert key not in {m["key"] for m in ModelStore(Path(os.environ["COLLAB_MODELS_DIR"])).list()}
+
+
+def test_tsne_on_request(trained):
+    at = page("app_pages/embeddings.py")
+    at.slider(key="pca_n").set_value(100).run()
+    assert not [c for c in at.get("plotly_chart") if "t-SNE of" in c.proto.spec]
+    at.button(key="tsne_run").click().run()
+    assert_clean(at)
+    assert "t-SNE of the 100 most-rated movies" in at.get_by_key("tsne_map").proto.spec
 
 
 def test_two_sessions_share_one_job_and_stop_stops_it(trained, tmp_path):

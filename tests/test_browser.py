@@ -7,6 +7,7 @@ watched as it draws. Screenshots and timings go to test-artifacts/ (gitignored).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -186,8 +187,12 @@ def default_stored(server) -> bool:
 def test_first_open_trains_the_default_model_live(server, page):
     page.goto(f"{server['url']}/recommend")  # a page that needs the model shows it training
     page.get_by_text("The default model is training").wait_for(timeout=SLOW)
-    page.locator(LIVE_CHART).first.wait_for(timeout=SLOW)
+    chart = page.locator(LIVE_CHART).first
+    chart.wait_for(timeout=SLOW)
     assert page.locator('[data-testid="stSidebar"]').get_by_text("Training the default model").is_visible()
+    with contextlib.suppress(sync_api.Error):  # a curve to show, unless training ends first
+        drawing = f"g => !!g?._fullData && ({LAST_X})(g) > 0"
+        page.wait_for_function(f"() => ({drawing})(document.querySelector('{LIVE_CHART}'))", timeout=30_000)
     screenshot(page, "01-first-open-training-live")
     page.get_by_text("Top 10 unseen movies for user 1").wait_for(timeout=SLOW)  # opens once trained
     idle(page)
@@ -271,3 +276,37 @@ def test_a_two_epoch_training_draws_live(server, page):
     assert_no_exception(page)
     screenshot(page, "train-finished")
     assert len(list(Path(server["models"]).glob("*.json"))) == 2
+
+
+def test_the_crosstab_and_its_fill_in(server, page):
+    if not default_stored(server):
+        pytest.skip("the default model was not trained")
+    open_page(page, server, "data")
+    page.get_by_role("tab", name="Distributions").click()
+    idle(page)
+    screenshot(page, "data-distributions")
+    page.get_by_role("tab", name="Crosstab").click()
+    idle(page)
+    page.get_by_text("Fill the gaps with the active model's predictions").click()
+    page.get_by_text("Shaded cells (and * on the map) are the model's predictions").wait_for(timeout=60_000)
+    idle(page)
+    assert_no_exception(page)
+    screenshot(page, "data-crosstab-filled")
+
+
+def test_a_lasso_on_the_embedding_map_lists_movies(server, page):
+    if not default_stored(server):
+        pytest.skip("the default model was not trained")
+    open_page(page, server, "embeddings")
+    area = page.locator(".st-key-pca_map .nsewdrag").first.bounding_box()
+    cx, cy, r = area["x"] + area["width"] / 2, area["y"] + area["height"] / 2, area["height"] / 4
+    page.mouse.move(cx - r, cy - r)
+    page.mouse.down()
+    for x, y in ((cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r), (cx - r, cy - r + 2)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    page.get_by_text("Selected:").wait_for(timeout=60_000)
+    idle(page)
+    assert_no_exception(page)
+    assert page.locator('.st-key-pca_selected [data-testid="stDataFrame"]').is_visible()
+    screenshot(page, "embeddings-lasso")
