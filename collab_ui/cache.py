@@ -35,6 +35,11 @@ def data_dir() -> str | None:
     return os.environ.get("COLLAB_DATA_DIR") or None
 
 
+def paths_allowed() -> bool:
+    """False when COLLAB_ALLOW_PATHS=0: a public deployment must not let visitors read server files."""
+    return os.environ.get("COLLAB_ALLOW_PATHS", "1") != "0"
+
+
 def cache_dir() -> Path:
     return default_cache_dir(os.environ)
 

@@ -145,8 +145,9 @@ def devices() -> list[str]:
 
 
 def _dataset_picker(notices) -> Dataset | None:
+    sources = [name for name in SOURCES if name != "path" or cache.paths_allowed()]
     source = st.segmented_control(
-        "Dataset", list(SOURCES), format_func=SOURCES.get, key="source", default="ml-100k", required=True
+        "Dataset", sources, format_func=SOURCES.get, key="source", default="ml-100k", required=True
     )
     try:
         if source == "upload":
@@ -162,7 +163,7 @@ def _dataset_picker(notices) -> Dataset | None:
             payload = upload.getvalue()
             digest = hashlib.blake2b(payload, digest_size=16).hexdigest()
             dataset = cache.upload_dataset(upload.name, digest, payload, columns)
-        elif source == "path":
+        elif source == "path" and cache.paths_allowed():
             path = st.text_input(
                 "Folder or file", key="data_path", placeholder="/data/ml-100k or ratings.csv"
             )

@@ -255,6 +255,15 @@ def test_offline_first_open_says_how_to_point_at_a_local_copy(trained, fresh_mac
     assert table(at, "ratings_table") is not None
 
 
+def test_the_path_source_can_be_switched_off(trained, monkeypatch):
+    monkeypatch.setenv("COLLAB_ALLOW_PATHS", "0")
+    at = page(PAGES[0])
+    assert_clean(at)
+    options = at.button_group(key="source").options
+    assert len(options) == 2 and not any("Path" in option for option in options)
+    assert all(box.key != "data_path" for box in at.text_input)
+
+
 class socket_closed:
     """A loopback port nothing listens on."""
 
