@@ -7,6 +7,7 @@ user metadata. Encoding to indices and splitting live in `encoding.py`.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -51,7 +52,7 @@ class Dataset:
     folds: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)  # "u1" -> (n, 2) test pairs
     warnings: tuple[str, ...] = ()  # non-fatal findings, e.g. duplicate pairs
 
-    @property
+    @functools.cached_property  # hashing every rating is worth doing once: callers ask often
     def fingerprint(self) -> str:
         """A short hash of the ratings and item titles: same data, same fingerprint."""
         h = hashlib.blake2b(digest_size=8)
