@@ -1,9 +1,10 @@
 """What a trained model has learned, as tables the pages render as they are: bias tables, the PCA
 and t-SNE maps of item embeddings, nearest items and users, and the crosstab of the most active
 users by the most-rated items. Predictions, rankings and new users live in ranking.py and
-foldin.py, per-item and per-user tables in stats.py; all of it is importable from here.
+foldin.py; all of it is importable from here.
 
-Items are given by title or raw id, users by raw id; results are indexed by embedding index.
+Items are given by title or raw id, users by raw id (resolved by lookup.py); results are indexed
+by embedding index.
 """
 
 from __future__ import annotations
@@ -16,22 +17,12 @@ import torch
 
 from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, item_titles
-from collab_core.errors import ConfigError
+from collab_core.errors import ConfigError, check_n
 from collab_core.foldin import fold_in_user
 from collab_core.learner import Trained
 from collab_core.nets import MODELS, create_model, user_item_biases, user_item_weights
 from collab_core.ranking import predict_pairs, ranking_metrics, recommend, score_users, user_history
-from collab_core.stats import (
-    DEMOGRAPHICS,
-    cached,
-    check_n,
-    item_index,
-    item_stats,
-    items_table,
-    user_index,
-    user_stats,
-    users_table,
-)
+from collab_core.stats import DEMOGRAPHICS
 
 __all__ = [
     "PCAResult",
@@ -57,6 +48,16 @@ ITEM_COLUMNS = ["title", "year", "genres", "mean_rating", "n_ratings"]
 METRICS = ("cosine", "euclidean")
 
 
+def item_stats(trained: Trained) -> pd.DataFrame:
+    """Index: item index 1..n_items-1; title, year, genres, mean_rating, n_ratings (all ratings)."""
+    return trained.item_table.copy()
+
+
+def user_stats(trained: Trained) -> pd.DataFrame:
+    """Index: user index; user (raw id), mean_rating, n_ratings[, age, gender, occupation]."""
+    return trained.user_table.copy()
+
+
 def bias_table(
     trained: Trained, n: int = 10, min_ratings: int = 0, of: str = "items"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -76,9 +77,9 @@ def bias_table(
 def _table(trained: Trained, of: str) -> tuple[str, pd.DataFrame]:
     """("title", the item table) or ("user", the user table)."""
     if of == "items":
-        return "title", items_table(trained)
+        return "title", trained.item_table
     if of == "users":
-        return "user", users_table(trained)
+        return "user", trained.user_table
     raise ConfigError(f"of must be 'items' or 'users', not {of!r}")
 
 
@@ -96,7 +97,7 @@ class PCAResult:
 
 def most_rated(trained: Trained, n: int) -> np.ndarray:
     """Indices of the n most-rated items, most first (ties: lower index first)."""
-    counts = items_table(trained)["n_ratings"].to_numpy()
+    counts = trained.item_table["n_ratings"].to_numpy()
     return np.argsort(-counts, kind="stable")[: check_n(n, "n_items")] + 1
 
 
@@ -116,9 +117,7 @@ def pca_items(trained: Trained, n_items: int = 1000, k: int = 3, seed: int = 42)
                           f"not {x.shape[0]} x {x.shape[1]}")  # fmt: skip
     pca = PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed)  # exact; an (F, F) problem
     xy = pca.fit_transform(x)  # (N, k)
-    coords = (
-        items_table(trained).loc[index, ITEM_COLUMNS].assign(**{f"pc{j + 1}": xy[:, j] for j in range(k)})
-    )
+    coords = trained.item_table.loc[index, ITEM_COLUMNS].assign(**{f"pc{j + 1}": xy[:, j] for j in range(k)})
     return PCAResult(coords, pca.explained_variance_ratio_, pca.components_)
 
 
@@ -144,19 +143,14 @@ def tsne_items(
     xy = TSNE(perplexity=perplexity, init="pca", random_state=seed).fit_transform(
         _item_vectors(trained, index)
     )
-    return items_table(trained).loc[index, ITEM_COLUMNS].assign(x=xy[:, 0], y=xy[:, 1])
+    return trained.item_table.loc[index, ITEM_COLUMNS].assign(x=xy[:, 0], y=xy[:, 1])
 
 
 def _closeness(trained: Trained, of: str, index: int, metric: str) -> torch.Tensor:
     """(n,) cosine similarity (or Euclidean distance) of every row's embedding to row `index`."""
     if metric not in METRICS:
         raise ConfigError(f"metric must be 'cosine' or 'euclidean', not {metric!r}")
-
-    def build() -> tuple[torch.Tensor, torch.Tensor]:
-        weights = _pick(of, user_item_weights(trained.model)).cpu()
-        return weights, torch.nn.functional.normalize(weights, dim=1)
-
-    weights, unit = cached(trained, f"{of}_vectors", build)
+    weights, unit = trained.item_vectors if of == "items" else trained.user_vectors
     if metric == "cosine":
         return unit @ unit[index]  # (n,)
     return (weights - weights[index]).norm(dim=1)  # (n,)
@@ -165,7 +159,8 @@ def _closeness(trained: Trained, of: str, index: int, metric: str) -> torch.Tens
 def similarities(trained: Trained, key: object, metric: str = "cosine", of: str = "items") -> pd.Series:
     """Cosine similarity (or distance) of one item's (or user's) embedding to every one, itself too."""
     _, table = _table(trained, of)
-    index = (item_index if of == "items" else user_index)(trained, key)
+    lookup = trained.lookup
+    index = lookup.item_index(key) if of == "items" else lookup.user_index(key)
     name = "similarity" if metric == "cosine" else "distance"
     return pd.Series(_closeness(trained, of, index, metric)[1:].numpy(), index=table.index, name=name)
 
@@ -190,14 +185,14 @@ def nearest_items(
     trained: Trained, item: object, n: int = 10, metric: str = "cosine", min_ratings: int = 0
 ) -> pd.DataFrame:
     """The n items closest to `item` in embedding space, best first, itself excluded."""
-    return _nearest(trained, "items", item_index(trained, item), n, metric, min_ratings)
+    return _nearest(trained, "items", trained.lookup.item_index(item), n, metric, min_ratings)
 
 
 def nearest_users(
     trained: Trained, user: object, n: int = 10, metric: str = "cosine", min_ratings: int = 0
 ) -> pd.DataFrame:
     """The n users closest to `user` in embedding space, best first, themselves excluded."""
-    return _nearest(trained, "users", user_index(trained, user), n, metric, min_ratings)
+    return _nearest(trained, "users", trained.lookup.user_index(user), n, metric, min_ratings)
 
 
 def crosstab(trained_or_dataset: Trained | Dataset, n: int = 15, fill: bool = False) -> pd.DataFrame:
@@ -224,7 +219,7 @@ def crosstab_filled(trained: Trained, n: int = 15) -> tuple[pd.DataFrame, pd.Dat
 
 
 def _titles(trained: Trained) -> np.ndarray:
-    return np.concatenate([["#na#"], items_table(trained)["title"].to_numpy()])
+    return np.concatenate([["#na#"], trained.item_table["title"].to_numpy()])
 
 
 def _grid(encoded: Encoded, titles: np.ndarray, n: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

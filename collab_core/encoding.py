@@ -37,35 +37,6 @@ class Encoded:
     def n_items(self) -> int:
         return len(self.items)
 
-    def user_index(self, user: object) -> int:
-        """The index of a raw user id; a precise error if the model never saw it."""
-        return _lookup(self.users, user, "user")
-
-    def item_index(self, item: object) -> int:
-        """The index of an item key (title or id); a precise error if the model never saw it."""
-        return _lookup(self.items, item, "item")
-
-
-def _lookup(vocab: np.ndarray, key: object, what: str) -> int:
-    keys = vocab[1:]
-    for candidate in (key, _as_int(key)):
-        if candidate is None:
-            continue
-        try:
-            pos = int(np.searchsorted(keys, candidate))
-        except TypeError:
-            continue
-        if pos < len(keys) and keys[pos] == candidate:
-            return pos + 1
-    raise DataError(f"{what} {key!r} is not in this model's data ({len(keys):,} {what}s known)")
-
-
-def _as_int(key: object) -> int | None:
-    try:
-        return int(str(key))
-    except ValueError:
-        return None
-
 
 def encode(dataset: Dataset, item_key: str = "title") -> Encoded:
     """Index the ratings with sorted vocabularies, index 0 = #na#, items by title or id."""

@@ -1,5 +1,7 @@
 """The errors the core raises for bad input: one line each, shown as they are."""
 
+from numbers import Integral
+
 
 class CollabError(Exception):
     """Base of every error caused by the user's input, config or files (CLI exit status 2)."""
@@ -19,3 +21,10 @@ class TrainingDiverged(CollabError, RuntimeError):
 
 class TrainingCancelled(CollabError):
     """The caller asked the training loop to stop."""
+
+
+def check_n(n: int, what: str = "n") -> int:
+    """n as an int, or a ConfigError if it is not a positive integer."""
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+        raise ConfigError(f"{what} must be a positive integer, not {n!r}")
+    return int(n)

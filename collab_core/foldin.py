@@ -1,11 +1,12 @@
 """A new user, the chapter's bootstrapping problem: fit a user vector (and bias) to a handful of
 ratings against the frozen item embeddings, then rank every other item for them.
 
-The prior is the trained users themselves: w ~ N(w̄, Σ), their mean and covariance, so a new
-user moves along the directions in which real users differ, and with no ratings is the
-"average taste" user w̄. Dot-product models, in closed form (the MAP estimate, ridge regression
-in the model's logit space: targets are the ratings through the inverse of sigmoid_range, less
-the item biases; row i of X holds item i's factors and a 1 for the user bias):
+The prior is the trained users themselves: w ~ N(w̄, Σ), their mean and covariance (built once
+per model: `Trained.user_prior`), so a new user moves along the directions in which real users
+differ, and with no ratings is the "average taste" user w̄. Dot-product models, in closed form
+(the MAP estimate, ridge regression in the model's logit space: targets are the ratings through
+the inverse of sigmoid_range, less the item biases; row i of X holds item i's factors and a 1
+for the user bias):
 
     w = argmin ‖X w - t‖² + l2 (w - w̄)ᵀ Σ⁻¹ (w - w̄)   =>   (XᵀX + l2 Σ⁻¹) w = Xᵀt + l2 Σ⁻¹ w̄
 
@@ -29,11 +30,9 @@ from collab_core.errors import ConfigError
 from collab_core.learner import Trained
 from collab_core.nets import user_item_biases, user_item_weights
 from collab_core.ranking import dot_scores, is_dot_model, top_items
-from collab_core.stats import cached, item_indices
 from collab_core.train import predict
 
 LOGIT_CLIP = 1e-3  # ratings at the ends of y_range map to logit(0.001) .. logit(0.999)
-JITTER = 1e-3  # added to Σ's diagonal (times its mean variance) so it is always invertible
 
 
 def fold_in_user(
@@ -47,7 +46,7 @@ def fold_in_user(
 ) -> pd.DataFrame:
     """Recommendations for a new user who rated a few items ({title or id: rating}); {} = average."""
     scores = new_user_scores(trained, ratings, l2, steps, lr)
-    return top_items(trained, scores, item_indices(trained, ratings), n, min_ratings)
+    return top_items(trained, scores, trained.lookup.item_indices(ratings), n, min_ratings)
 
 
 def new_user_scores(
@@ -58,9 +57,9 @@ def new_user_scores(
         raise ConfigError(f"l2 must be a positive number, not {l2!r}")
     model = trained.model
     device = next(model.parameters()).device
-    items = torch.from_numpy(item_indices(trained, ratings)).to(device)
+    items = torch.from_numpy(trained.lookup.item_indices(ratings)).to(device)
     values = torch.tensor(_check_ratings(ratings, model.y_range), dtype=torch.float32, device=device)
-    mean, cov = cached(trained, "user_prior", lambda: _user_prior(model))
+    mean, cov = trained.user_prior
     if is_dot_model(model):
         w = _map_estimate(model, items, values, mean, cov, l2)  # (F,) or (F + 1,) with the bias
         n_factors = user_item_weights(model)[0].shape[1]
@@ -73,17 +72,6 @@ def new_user_scores(
     _fit_new_user(new_user, items, values, l2, steps, lr)
     all_items = torch.arange(trained.encoded.n_items, device=device)
     return predict(new_user, torch.zeros_like(all_items), all_items).cpu()
-
-
-def _user_prior(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D,) and covariance (D, D) of the trained users' vectors [and biases], in float64."""
-    users, _ = user_item_weights(model)
-    biases = user_item_biases(model)
-    z = users[1:] if biases is None else torch.cat([users[1:], biases[0][1:, None]], dim=1)
-    z = z.double()  # (n_users - 1, D)
-    eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
-    cov = torch.cov(z.T).reshape(len(eye), len(eye)).nan_to_num()  # NaN with a single user
-    return z.mean(dim=0), cov + JITTER * cov.diagonal().mean().clamp_min(1e-12) * eye
 
 
 def _check_ratings(ratings: Mapping[object, float], y_range: tuple[float, float] | None) -> list[float]:

@@ -7,15 +7,18 @@ import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
-from collab_core import memory
+from collab_core import memory, stats
 from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, split
 from collab_core.errors import ConfigError, DataError
+from collab_core.lookup import Lookup
 from collab_core.store import ModelStore, StoreWarning, config_from_meta, downsample, entry_key
 from collab_core.train import Callback, TrainConfig, build_model, fit_one_cycle, pick_device
 
@@ -24,7 +27,9 @@ Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 @dataclass(eq=False)
 class Trained:
-    """A trained model with the data, encoding and split it was trained on."""
+    """A trained model with the data, encoding and split it was trained on, and the tables derived
+    from them, each built on first use (the model must not change afterwards; a copy made with
+    dataclasses.replace starts without them, so it never sees stale tables)."""
 
     config: TrainConfig
     model: nn.Module = field(repr=False)
@@ -34,9 +39,6 @@ class Trained:
     valid_rows: np.ndarray = field(repr=False)
     meta: dict = field(repr=False)  # the store's JSON: history, metrics, fit time, device
     from_store: bool = False
-    # tables derived once by collab_core.analysis (stats, lookups, unit vectors); a model copied
-    # with dataclasses.replace starts with an empty cache, so it never sees stale tables
-    cache: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def key(self) -> str:
@@ -44,6 +46,52 @@ class Trained:
 
     def tensors(self, rows: np.ndarray) -> Tensors:
         return rows_to_tensors(self.encoded, rows)
+
+    @cached_property
+    def lookup(self) -> Lookup:
+        """Raw user ids and item titles or ids -> embedding indices."""
+        return Lookup(self.dataset, self.encoded)
+
+    @cached_property
+    def item_table(self) -> pd.DataFrame:
+        """Index: item index; title, year, genres, mean_rating, n_ratings. Read it, never modify it."""
+        return stats.item_table(self.dataset, self.encoded)
+
+    @cached_property
+    def user_table(self) -> pd.DataFrame:
+        """Index: user index; user, mean_rating, n_ratings[, demographics]. Read it, never modify it."""
+        return stats.user_table(self.dataset, self.encoded)
+
+    def user_rows(self, user: int) -> np.ndarray:
+        """Rows of dataset.ratings holding the ratings of user index `user` (train and validation)."""
+        order, starts = self._rows_by_user
+        return order[starts[user] : starts[user + 1]]
+
+    @cached_property
+    def _rows_by_user(self) -> tuple[np.ndarray, np.ndarray]:
+        return stats.rows_by_user(self.encoded)
+
+    @cached_property
+    def valid_mask(self) -> np.ndarray:
+        """(n_ratings,) bool: is each row of dataset.ratings in the validation split."""
+        mask = np.zeros(len(self.encoded.rating), dtype=bool)
+        mask[self.valid_rows] = True
+        return mask
+
+    @cached_property
+    def item_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The item embeddings (n_items, F) on the CPU, and the same rows scaled to length 1."""
+        return stats.embeddings(self.model, "items")
+
+    @cached_property
+    def user_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The user embeddings (n_users, F) on the CPU, and the same rows scaled to length 1."""
+        return stats.embeddings(self.model, "users")
+
+    @cached_property
+    def user_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean (D,) and covariance (D, D) of the users' vectors [and biases]: the fold-in prior."""
+        return stats.user_prior(self.model)
 
 
 def rows_to_tensors(encoded: Encoded, rows: np.ndarray) -> Tensors:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from collab_core.errors import ConfigError
+from collab_core.errors import ConfigError, check_n
 from collab_core.learner import Trained
 from collab_core.nets import (
     DotProduct,
@@ -23,15 +23,6 @@ from collab_core.nets import (
     sigmoid_range,
     user_item_biases,
     user_item_weights,
-)
-from collab_core.stats import (
-    check_n,
-    item_indices,
-    items_table,
-    user_index,
-    user_indices,
-    user_rows,
-    valid_mask,
 )
 from collab_core.train import predict
 
@@ -77,19 +68,19 @@ def predict_pairs(trained: Trained, users: object, items: object) -> np.ndarray:
     )
     if users.ndim != 1:
         raise ConfigError(f"users and items must be scalars or 1-D sequences, not shape {users.shape}")
-    u = torch.from_numpy(user_indices(trained, users))
-    i = torch.from_numpy(item_indices(trained, items))
+    u = torch.from_numpy(trained.lookup.user_indices(users))
+    i = torch.from_numpy(trained.lookup.item_indices(items))
     return predict(trained.model, u, i).cpu().numpy()
 
 
 def rated_items(trained: Trained, user: int) -> np.ndarray:
     """Item indices the user (an index) rated, in training or validation."""
-    return trained.encoded.item_idx.numpy()[user_rows(trained, user)]
+    return trained.encoded.item_idx.numpy()[trained.user_rows(user)]
 
 
 def recommend(trained: Trained, user: object, n: int = 10, min_ratings: int = 0) -> pd.DataFrame:
     """The user's unseen items ranked by predicted rating: title, predicted, mean_rating, ..."""
-    u = user_index(trained, user)
+    u = trained.lookup.user_index(user)
     return top_items(trained, score_users(trained, [u])[0], rated_items(trained, u), n, min_ratings)
 
 
@@ -98,7 +89,7 @@ def top_items(
 ) -> pd.DataFrame:
     """The n best-scored items, leaving out `exclude` and items with fewer than min_ratings ratings."""
     n = check_n(n)
-    table = items_table(trained)
+    table = trained.item_table
     scores = scores.clone()
     scores[0] = -math.inf
     scores[torch.from_numpy(np.asarray(exclude, dtype=np.int64))] = -math.inf
@@ -113,18 +104,18 @@ def top_items(
 
 def user_history(trained: Trained, user: object) -> pd.DataFrame:
     """The items the user rated: title, rating, predicted, error (predicted - rating), in_valid."""
-    u = user_index(trained, user)
-    rows = user_rows(trained, u)
+    u = trained.lookup.user_index(user)
+    rows = trained.user_rows(u)
     items = trained.encoded.item_idx.numpy()[rows]
     ratings = trained.encoded.rating.numpy()[rows]
     predicted = score_users(trained, [u])[0].numpy()[items]
     out = pd.DataFrame(
         {
-            "title": items_table(trained)["title"].to_numpy()[items - 1],
+            "title": trained.item_table["title"].to_numpy()[items - 1],
             "rating": ratings,
             "predicted": predicted,
             "error": predicted - ratings,
-            "in_valid": valid_mask(trained)[rows],
+            "in_valid": trained.valid_mask[rows],
         },
         index=pd.Index(items, name="item"),
     )
@@ -139,7 +130,7 @@ def ranking_metrics(trained: Trained, k: int = 10, threshold: float = 4.0) -> di
     k = check_n(k, "k")
     encoded = trained.encoded
     users, items, ratings = (t.numpy() for t in (encoded.user_idx, encoded.item_idx, encoded.rating))
-    is_valid = valid_mask(trained)
+    is_valid = trained.valid_mask
     relevant = is_valid & (ratings >= threshold)
     evaluated = np.unique(users[relevant])
     if len(evaluated) == 0:

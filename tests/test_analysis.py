@@ -32,7 +32,6 @@ from collab_core.foldin import new_user_scores
 from collab_core.learner import Trained, get_or_train, prepare
 from collab_core.nets import MODELS, user_item_biases, user_item_weights
 from collab_core.ranking import dot_scores, metrics_at_k, score_users
-from collab_core.stats import item_index, user_index
 from collab_core.train import TrainConfig, build_model, predict
 
 TOP_BIAS = ("Titanic", "Shawshank Redemption", "Schindler's List", "L.A. Confidential",
@@ -64,15 +63,15 @@ def test_item_and_user_stats_count_all_ratings(trained_edb):
     assert items["year"].dtype == "Int64" and items["n_ratings"].dtype == np.int64
     assert items.index.tolist() == list(range(1, 1665))  # 1,664 titles, #na# left out
     assert items["n_ratings"].sum() == users["n_ratings"].sum() == 100_000
-    star_wars = items.loc[item_index(trained_edb, "Star Wars (1977)")]
+    star_wars = items.loc[trained_edb.lookup.item_index("Star Wars (1977)")]
     assert (star_wars["n_ratings"], round(star_wars["mean_rating"], 4), star_wars["year"]) == (
         583,
         4.3585,
         1977,
     )
     assert star_wars["genres"] == "Action|Adventure|Romance|Sci-Fi|War"
-    assert len(users) == 943 and users.loc[user_index(trained_edb, 1), "occupation"] == "technician"
-    assert users.loc[user_index(trained_edb, 1), ["user", "age", "gender"]].tolist() == [1, 24, "M"]
+    assert len(users) == 943 and users.loc[trained_edb.lookup.user_index(1), "occupation"] == "technician"
+    assert users.loc[trained_edb.lookup.user_index(1), ["user", "age", "gender"]].tolist() == [1, 24, "M"]
     items.loc[1, "title"] = "changed"  # callers get a copy: the cached table stays intact
     assert item_stats(trained_edb).loc[1, "title"] != "changed"
 
@@ -95,6 +94,16 @@ def test_bias_tables_filter_and_cover_users(trained_edb):
     assert users_high["mean_rating"].mean() > users_low["mean_rating"].mean() + 1
     with pytest.raises(ConfigError, match="'items' or 'users'"):
         bias_table(trained_edb, of="movies")
+
+
+def test_a_replaced_model_starts_with_fresh_tables(trained_edb):
+    before = nearest_items(trained_edb, "Star Wars (1977)")
+    config = TrainConfig(model="embedding_dot_bias")
+    fresh = dataclasses.replace(trained_edb, model=build_model(config, 944, 1665, "cpu").eval())
+    assert fresh.item_table is not trained_edb.item_table and fresh.lookup is not trained_edb.lookup
+    assert not fresh.item_vectors[0].equal(trained_edb.item_vectors[0])
+    assert list(nearest_items(fresh, "Star Wars (1977)").index) != list(before.index)
+    pd.testing.assert_frame_equal(nearest_items(trained_edb, "Star Wars (1977)"), before)
 
 
 def test_models_without_biases_say_so(trained_edb):
@@ -150,7 +159,7 @@ def test_tsne_map(trained_edb):
 
 
 def test_nearest_items_are_sorted_and_exclude_the_item(trained_edb):
-    star_wars = item_index(trained_edb, "Star Wars (1977)")
+    star_wars = trained_edb.lookup.item_index("Star Wars (1977)")
     near = nearest_items(trained_edb, "Star Wars (1977)", n=10)
     assert list(near.columns) == ["title", "similarity", "mean_rating", "n_ratings"]
     assert len(near) == 10 and star_wars not in near.index
@@ -184,7 +193,7 @@ def test_nearest_users(trained_edb):
         "occupation",
     ]
     assert 42 not in set(near["user"]) and near["similarity"].is_monotonic_decreasing
-    assert similarities(trained_edb, 42, of="users")[user_index(trained_edb, 42)] == pytest.approx(1.0)
+    assert similarities(trained_edb, 42, of="users")[trained_edb.lookup.user_index(42)] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("user", [1, 42, "405"])
@@ -247,9 +256,10 @@ def test_unknown_users_and_items_are_named_precisely(trained_edb, call, message)
 
 def test_id_keyed_models_resolve_titles_and_flag_shared_ones(ml100k):
     by_id = untrained(ml100k, item_key="id")
-    assert item_index(by_id, "Star Wars (1977)") == item_index(by_id, 50) == item_index(by_id, "50") == 50
+    lookup = by_id.lookup
+    assert lookup.item_index("Star Wars (1977)") == lookup.item_index(50) == lookup.item_index("50") == 50
     with pytest.raises(DataError, match=r"title 'Body Snatchers \(1993\)' names 2 items \(ids 573, 670\)"):
-        item_index(by_id, "Body Snatchers (1993)")
+        lookup.item_index("Body Snatchers (1993)")
     assert item_stats(by_id).loc[573, "title"] == item_stats(by_id).loc[670, "title"]
 
 
@@ -370,7 +380,7 @@ def test_every_model_recommends_unseen_items_of_the_users_taste(taste_model):
     for user in (2, 3):  # a horror fan, a children's film fan
         recs = recommend(taste_model, user, n=30)
         seen = taste_model.dataset.ratings.query("user == @user")["item"]
-        assert not set(recs.index) & {item_index(taste_model, i) for i in seen}
+        assert not set(recs.index) & {taste_model.lookup.item_index(i) for i in seen}
         assert len(recs) == 24 - len(seen)
         loved = "Horror" if user % 2 == 0 else "Children's"
         assert (recs["genres"].iloc[:3] == loved).all(), recs

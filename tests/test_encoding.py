@@ -39,18 +39,10 @@ def test_same_title_different_ids_share_one_row(ml100k):
     ids = ml100k.items.index[ml100k.items.title == "Chasing Amy (1997)"]
     assert len(ids) == 2
     rows = ml100k.ratings.item.isin(ids).to_numpy()
-    assert set(enc.item_idx.numpy()[rows]) == {enc.item_index("Chasing Amy (1997)")}
+    assert set(enc.item_idx.numpy()[rows]) == {list(enc.items).index("Chasing Amy (1997)")}
 
 
-def test_lookups(ml100k):
-    enc = encode(ml100k)
-    assert enc.user_index(1) == 1 and enc.user_index("943") == 943
-    toy = enc.item_index("Toy Story (1995)")
-    assert enc.items[toy] == "Toy Story (1995)"
-    with pytest.raises(DataError, match=r"user 944 is not in this model's data \(943 users known\)"):
-        enc.user_index(944)
-    with pytest.raises(DataError, match="item 'Nope' is not in this model's data"):
-        enc.item_index("Nope")
+def test_items_are_keyed_by_title_or_id(ml100k):
     with pytest.raises(ConfigError, match="item_key must be 'title' or 'id'"):
         encode(ml100k, item_key="name")
 
@@ -63,7 +55,6 @@ def test_string_ids_get_sorted_vocabularies(tmp_path):
     enc = encode(dataset, item_key="id")
     assert list(enc.users) == [NA, "u1", "u2", "u3"]
     assert list(enc.items) == [NA, "m1", "m10", "m2"]
-    assert enc.user_index("u2") == 2 and enc.item_index("m2") == 3
     assert list(item_titles(dataset, enc)) == [NA, "Film 1 (1991)", "Film 10 (2000)", "Film 2 (1992)"]
 
 

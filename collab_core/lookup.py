@@ -1,0 +1,155 @@
+"""Raw user ids and item titles or ids -> embedding indices (Surprise's `to_inner_uid`).
+
+An unknown user or item raises a DataError that says what is wrong: never in the data, listed but
+without ratings (so no embedding), a misspelt title (with the close ones), or a title shared by
+several ids.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from collab_core.data import Dataset
+from collab_core.encoding import Encoded, item_titles
+from collab_core.errors import DataError
+
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_ARTICLE = re.compile(r"^(.*), (the|a|an|les|la|le|l'|il|das|der|die|el)$")
+
+
+@dataclass(frozen=True, eq=False)
+class Lookup:
+    """The embedding index of each raw user id, and of each item's title or raw id, of one encoding."""
+
+    dataset: Dataset = field(repr=False)
+    encoded: Encoded = field(repr=False)
+
+    def user_index(self, user: object) -> int:
+        """The embedding index of a raw user id (int or its string)."""
+        found = _get(self._users, user)
+        if found is None:
+            raise self._unknown_user(user)
+        return found
+
+    def user_indices(self, users: Iterable[object]) -> np.ndarray:
+        return np.array([self.user_index(u) for u in users], dtype=np.int64)
+
+    def item_index(self, item: object) -> int:
+        """The embedding index of an item given by title or raw id (int or its string)."""
+        found = _get(self._items, item)
+        if found is None:
+            raise self._unknown_item(item)
+        if isinstance(found, list):
+            ids = ", ".join(map(str, found))
+            raise DataError(f"title {item!r} names {len(found)} items (ids {ids}); pass one of the ids")
+        return found
+
+    def item_indices(self, items: Iterable[object]) -> np.ndarray:
+        return np.array([self.item_index(i) for i in items], dtype=np.int64)
+
+    @cached_property
+    def _users(self) -> dict:
+        users = self.encoded.users[1:]
+        lookup = {str(u): i for i, u in enumerate(users, start=1)}
+        lookup.update({u: i for i, u in enumerate(users, start=1)})
+        return lookup
+
+    @cached_property
+    def _items(self) -> dict:
+        """Keys: titles, raw ids and their strings; titles win over id strings on a clash."""
+        encoded, items = self.encoded, self.dataset.items
+        by_key = {k: i for i, k in enumerate(encoded.items[1:], start=1)}
+        lookup: dict = {}
+        if encoded.item_key == "title":
+            rated = items.loc[items["title"].isin(by_key)]
+            by_id = dict(zip(rated.index, rated["title"].map(by_key)))
+            lookup.update({str(k): i for k, i in by_id.items()})
+            lookup.update(by_id)
+        else:
+            lookup.update({str(k): i for k, i in by_key.items()})
+            rated = items.loc[items.index.isin(list(by_key)), "title"]
+            for title, ids in rated.groupby(rated, sort=False).groups.items():
+                lookup[title] = by_key[ids[0]] if len(ids) == 1 else sorted(ids.tolist())
+        lookup.update(by_key)
+        return lookup
+
+    def _unknown_user(self, user: object) -> DataError:
+        dataset, users = self.dataset, self.encoded.users[1:]
+        if dataset.users is not None and str(user).strip() in set(map(str, dataset.users.index)):
+            return DataError(f"user {user!r} is listed in {dataset.name}'s users but rated nothing, "
+                             "so the model has no embedding for them")  # fmt: skip
+        if all(isinstance(u, (int, np.integer)) for u in users[:1000]):
+            return DataError(f"no user {user!r} in {dataset.name}: its {len(users):,} users have ids "
+                             f"{min(users)}..{max(users)}")  # fmt: skip
+        close = difflib.get_close_matches(str(user), [str(u) for u in users], n=3)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        return DataError(f"no user {user!r} in {dataset.name} ({len(users):,} users){hint}")
+
+    def _unknown_item(self, item: object) -> DataError:
+        dataset = self.dataset
+        items = dataset.items
+        as_id = _as_id(item, items.index)
+        if as_id is not None:
+            title = items.at[as_id, "title"]
+            return DataError(f"item {item!r} ({title}) is listed in {dataset.name} but has no ratings, "
+                             "so the model has no embedding for it")  # fmt: skip
+        if str(item) in set(items["title"]):
+            return DataError(f"{item!r} is listed in {dataset.name} but has no ratings, "
+                             "so the model has no embedding for it")  # fmt: skip
+        index = items.index
+        if str(item).strip().isdigit() and pd.api.types.is_integer_dtype(index):
+            return DataError(f"no item with id {item} in {dataset.name} (ids {index.min()}..{index.max()}) "
+                             "and no title like it")  # fmt: skip
+        titles = item_titles(dataset, self.encoded)[1:].tolist()
+        close = close_titles(str(item), titles)
+        if close:
+            hint = ", ".join(map(repr, close))
+            return DataError(f"no item {item!r} in {dataset.name}; did you mean {hint}?")
+        return DataError(f"no item {item!r} in {dataset.name}: no title is like it ({len(titles):,} titles, "
+                         f"with the year, e.g. {titles[len(titles) // 2]!r})")  # fmt: skip
+
+
+def _get(lookup: dict, key: object) -> object:
+    try:
+        return lookup.get(key)
+    except TypeError:  # unhashable input
+        return None
+
+
+def _as_id(item: object, index: pd.Index) -> object:
+    """item as a key of the item table, if it is one (ids may be ints given as strings)."""
+    for candidate in (item, str(item).strip()):
+        try:
+            if candidate in index:
+                return candidate
+            if str(candidate).lstrip("-").isdigit() and int(candidate) in index:
+                return int(candidate)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def close_titles(query: str, titles: list[str], n: int = 3) -> list[str]:
+    """Titles a user probably meant: same words up to case, year and a moved article; else difflib."""
+    wanted = _normalise(query)
+    normal = [_normalise(t) for t in titles]
+    same = [t for t, s in zip(titles, normal) if s == wanted]
+    contains = [t for t, s in zip(titles, normal) if wanted and wanted in s and t not in same]
+    close = difflib.get_close_matches(wanted, normal, n=n, cutoff=0.6)
+    fuzzy = [titles[normal.index(s)] for s in close]
+    found = [*same, *sorted(contains, key=len), *fuzzy]
+    return list(dict.fromkeys(found))[:n]
+
+
+def _normalise(title: str) -> str:
+    """'Shawshank Redemption, The (1994)' -> 'the shawshank redemption'."""
+    title = _YEAR.sub("", title.strip().lower())
+    moved = _ARTICLE.match(title)
+    return f"{moved[2]} {moved[1]}" if moved else title
