@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collab_core import analysis
+from collab_core import analysis, ranking
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore, entry_key
 from collab_core.train import TrainConfig
@@ -93,10 +93,10 @@ def test_a_user_gets_their_recommendations(trained):
         at.selectbox(key="user").select(user).run()
         assert_clean(at)
         shown = table(at, "recs")
-        expected = analysis.recommend(trained, user, n=10, min_ratings=10)
+        expected = ranking.recommend(trained, user, n=10, min_ratings=10)
         assert shown["title"].tolist() == expected["title"].tolist()
         history = table(at, "history")
-        assert len(history) == len(analysis.user_history(trained, user))
+        assert len(history) == len(ranking.user_history(trained, user))
 
 
 def test_a_url_restores_the_view(trained):
