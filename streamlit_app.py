@@ -7,7 +7,7 @@ until the router first runs, so a shared deep link opened on a fresh server woul
 
 import streamlit as st
 
-from collab_ui.widgets import sidebar
+from collab_ui.session import sidebar
 
 st.set_page_config(page_title="Collab Explorer", page_icon="🎬", layout="wide")
 

@@ -4,7 +4,8 @@ import streamlit as st
 
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
-from collab_ui.widgets import require_model, table
+from collab_ui.draw import table
+from collab_ui.session import require_model
 
 trained = require_model()
 st.title(":material/balance: Biases")
@@ -19,12 +20,8 @@ n = right.slider("How many to list", 5, 50, 10, key="bias_n")
 for what, of in (("movie", "items"), ("user", "users")):
     st.subheader(f"{what.capitalize()} biases")
     try:
-        lowest, highest = cache.analysed(
-            "bias_table", trained, trained.key, n=n, min_ratings=min_ratings, of=of
-        )
-        everyone, _ = cache.analysed(
-            "bias_table", trained, trained.key, n=100_000, min_ratings=min_ratings, of=of
-        )
+        lowest, highest = cache.bias_table(trained, n, min_ratings, of)
+        everyone, _ = cache.bias_table(trained, 100_000, min_ratings, of)
     except CollabError as e:
         st.info(" ".join(str(e).split()), icon=":material/info:")
         st.stop()

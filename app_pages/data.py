@@ -9,7 +9,8 @@ import streamlit as st
 
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
-from collab_ui.widgets import active_model, error, require_dataset, table
+from collab_ui.draw import error, table
+from collab_ui.session import active_model, require_dataset
 
 dataset = require_dataset()
 st.title(":material/table_chart: Ratings")
@@ -26,7 +27,7 @@ columns[4].metric("Mean rating", f"{summary['mean_rating']:.2f}")
 table_tab, distribution_tab, crosstab_tab = st.tabs(["Table", "Distributions", "Crosstab"])
 
 with table_tab:
-    view = cache.ratings_view(dataset, dataset.fingerprint)
+    view = cache.ratings_view(dataset)
     left, middle, right, last = st.columns([3, 2, 3, 2])
     title = left.text_input("Title contains", key="filter_title", placeholder="e.g. Star Wars")
     users = middle.text_input("User ids", key="filter_users", placeholder="e.g. 1, 42")
@@ -77,9 +78,9 @@ with crosstab_tab:
     )
     try:
         if fill and trained is not None:
-            grid, filled = cache.analysed("crosstab_filled", trained, trained.key, n=15)
+            grid, filled = cache.crosstab_filled(trained, 15)
         else:
-            grid, filled = cache.crosstab(dataset, dataset.fingerprint, 15), None
+            grid, filled = cache.crosstab(dataset, 15), None
     except CollabError as e:
         error(e)
         st.stop()

@@ -5,7 +5,8 @@ import streamlit as st
 from collab_core.analysis import pca_extremes
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
-from collab_ui.widgets import error, require_model, table
+from collab_ui.draw import error, table
+from collab_ui.session import require_model
 
 K = 5  # components computed; any two can be plotted
 trained = require_model()
@@ -29,7 +30,7 @@ colour = controls[3].selectbox("Colour by", list(charts.COLOURS), key="pca_colou
 label_top = controls[4].slider("Label the top K", 0, 50, 15, key="pca_labels")
 
 try:
-    result = cache.analysed("pca_items", trained, trained.key, n_items=n_items, k=K)
+    result = cache.pca_items(trained, n_items, K)
 except CollabError as e:
     error(e)
     st.stop()
@@ -73,12 +74,12 @@ wanted = (trained.key, n_items)
 if st.button(f"Run t-SNE on these {n_items:,} movies", key="tsne_run", icon=":material/bubble_chart:"):
     with st.spinner(f"Running t-SNE on {n_items:,} movie embeddings…", show_time=True):
         try:
-            cache.analysed("tsne_items", trained, trained.key, n_items=n_items)
+            cache.tsne_items(trained, n_items)
             st.session_state["tsne_for"] = wanted
         except CollabError as e:
             error(e)
 if st.session_state.get("tsne_for") == wanted:
-    tsne = cache.analysed("tsne_items", trained, trained.key, n_items=n_items)
+    tsne = cache.tsne_items(trained, n_items)
     st.plotly_chart(
         charts.embedding_map(
             tsne,

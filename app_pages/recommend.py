@@ -4,14 +4,14 @@ import streamlit as st
 
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
-from collab_ui.widgets import error, require_model, table
+from collab_ui.draw import error, table
+from collab_ui.session import require_model
 
 trained = require_model()
-key = trained.key
 st.title(":material/recommend: Recommend")
 
-users = cache.analysed("user_stats", trained, key)
-items = cache.analysed("item_stats", trained, key)
+users = cache.user_stats(trained)
+items = cache.item_stats(trained)
 
 
 def describe(user: object) -> str:
@@ -29,8 +29,8 @@ left.caption(describe(user))
 n = middle.slider("How many", 5, 50, 10, key="rec_n")
 min_ratings = right.number_input("Movies with at least … ratings", 0, 500, 10, key="rec_min")
 try:
-    recs = cache.analysed("recommend", trained, key, user=user, n=n, min_ratings=int(min_ratings))
-    history = cache.analysed("user_history", trained, key, user=user)
+    recs = cache.recommend(trained, user, n, int(min_ratings))
+    history = cache.user_history(trained, user)
 except CollabError as e:
     error(e)
     st.stop()
@@ -56,9 +56,7 @@ movie = left.selectbox(
 euclidean = middle.toggle("Euclidean distance", key="euclidean", help="Cosine similarity when off")
 k = right.slider("Neighbours", 5, 30, 10, key="similar_n")
 try:
-    near = cache.analysed(
-        "nearest_items", trained, key, item=movie, n=k, metric="euclidean" if euclidean else "cosine"
-    )
+    near = cache.nearest_items(trained, movie, k, "euclidean" if euclidean else "cosine")
 except CollabError as e:
     error(e)
     st.stop()
@@ -83,7 +81,7 @@ if seen:
     for i, title in enumerate(seen):
         ratings[title] = cols[i % len(cols)].slider(title, 1.0, 5.0, 4.0, 0.5, key=f"new_rating_{title}")
 try:
-    picks = cache.analysed("fold_in_user", trained, key, ratings=ratings, n=10)
+    picks = cache.fold_in_user(trained, ratings, 10)
 except CollabError as e:
     error(e)
     st.stop()

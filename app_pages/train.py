@@ -6,8 +6,9 @@ import streamlit as st
 from collab_core.config import MODEL_KEYS, PRESETS, SPLITS, TrainConfig, entry_key, preset
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
+from collab_ui.draw import error, finished_job, training_panel
 from collab_ui.jobs import DONE, RUNNING
-from collab_ui.widgets import context, devices, error, finished_job, require_dataset, training_panel
+from collab_ui.session import activate_model, context, devices, require_dataset
 
 FIELDS = ("model", "n_factors", "epochs", "bs", "lr", "wd", "wd_bias", "seed", "split", "valid_pct")
 dataset = require_dataset()
@@ -122,9 +123,7 @@ with st.container(border=True):
 if find and config is not None:
     with st.spinner("Sweeping the learning rate from 1e-7 to 10 over 100 batches…"):
         try:
-            st.session_state["lr_found"] = cache.lr_sweep(
-                dataset, config, dataset.fingerprint, entry_key(config, dataset.fingerprint), device
-            )
+            st.session_state["lr_found"] = cache.lr_sweep(dataset, config, device)
         except CollabError as e:
             error(e)
 found = st.session_state.get("lr_found")
@@ -156,8 +155,7 @@ elif job is not None:
     meta = next((m for m in ctx.metas if m["key"] == progress.key), None)
     if progress.status == DONE and meta is not None and st.session_state.get("adopted") != progress.key:
         st.session_state["adopted"] = progress.key  # make the finished model the active one, once
-        st.session_state["pending_model"] = progress.key if progress.key != ctx.default_key else "default"
-        st.rerun()
+        activate_model(progress.key)
     finished_job(progress, meta)
 elif not others:
     st.caption("Start a training above; its progress, loss curves and epoch table appear here.")
@@ -220,7 +218,6 @@ rows = selection.selection.rows
 if rows:
     key = table.iloc[rows[0]]["key"]
     if st.button(f"Make {labels[key]} the active model", key="activate", icon=":material/swap_horiz:"):
-        st.session_state["pending_model"] = key if key != ctx.default_key else "default"
-        st.rerun()
+        activate_model(key)
 else:
     st.caption("Select a row to make that model the active one.")

@@ -1,7 +1,7 @@
 """What a trained model has learned, as tables the pages render as they are: bias tables, the PCA
 and t-SNE maps of item embeddings, nearest items and users, and the crosstab of the most active
 users by the most-rated items. Predictions, rankings and new users live in ranking.py and
-foldin.py; all of it is importable from here.
+foldin.py.
 
 Items are given by title or raw id, users by raw id (resolved by lookup.py); results are indexed
 by embedding index.
@@ -18,10 +18,9 @@ import torch
 from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, item_titles
 from collab_core.errors import ConfigError, check_n
-from collab_core.foldin import fold_in_user
 from collab_core.learner import Trained
 from collab_core.nets import MODELS, create_model, user_item_biases, user_item_weights
-from collab_core.ranking import predict_pairs, ranking_metrics, recommend, score_users, user_history
+from collab_core.ranking import score_users
 from collab_core.stats import DEMOGRAPHICS
 
 __all__ = [
@@ -29,19 +28,12 @@ __all__ = [
     "bias_table",
     "crosstab",
     "crosstab_filled",
-    "fold_in_user",
-    "item_stats",
     "nearest_items",
     "nearest_users",
     "pca_extremes",
     "pca_items",
-    "predict_pairs",
-    "ranking_metrics",
-    "recommend",
     "similarities",
     "tsne_items",
-    "user_history",
-    "user_stats",
 ]
 
 ITEM_COLUMNS = ["title", "year", "genres", "mean_rating", "n_ratings"]

@@ -348,7 +348,7 @@ def _trained(args: argparse.Namespace) -> Trained:
 
 
 def cmd_recommend(args: argparse.Namespace) -> dict:
-    from collab_core.analysis import recommend
+    from collab_core.ranking import recommend
 
     trained = _trained(args)
     table = recommend(trained, args.user, n=args.n)

@@ -1,1 +1,2 @@
-"""The Streamlit side of Collab Explorer: caching, the training job registry, shared widgets, charts."""
+"""The Streamlit side of Collab Explorer: the session (sidebar, active model), typed cached calls,
+drawing helpers, charts, the training job registry."""

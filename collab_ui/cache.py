@@ -1,7 +1,8 @@
 """What the app keeps between reruns and sessions: datasets, models, analyses, the job registry.
 
 The only place that reads the environment (COLLAB_DATA_DIR, COLLAB_MODELS_DIR, the cache folder)
-and the only place with `st.cache_*`: the core stays free of Streamlit.
+and the only place with `st.cache_*`: the core stays free of Streamlit. One typed wrapper per
+analysis a page shows, named as the function it caches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from collab_core import analysis
+from collab_core import analysis, foldin, ranking
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, default_cache_dir, load_dataset, load_path
 from collab_core.download import ML100K_URL, download_ml100k
@@ -91,38 +92,86 @@ def upload_dataset(
         return load_path(path, columns=dict(columns))
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
-def ratings_view(_dataset: Dataset, fingerprint: str) -> pd.DataFrame:
+# Cached calls hash a model by its store key and a dataset by its fingerprint, not by their tensors.
+BY_KEY = {Trained: lambda t: t.key, Dataset: lambda d: d.fingerprint}
+
+
+@st.cache_resource(max_entries=2, show_spinner=False, hash_funcs=BY_KEY)
+def ratings_view(dataset: Dataset) -> pd.DataFrame:
     """The ratings with title, year and genres for display; shared by sessions, so never modify it."""
-    view = _dataset.ratings.join(_dataset.items[["title", "year", "genres"]], on="item")
+    view = dataset.ratings.join(dataset.items[["title", "year", "genres"]], on="item")
     if "timestamp" in view:
         view["timestamp"] = pd.to_datetime(view["timestamp"], unit="s")
     return view
 
 
-@st.cache_resource(max_entries=3, show_spinner="Loading the model…")
-def trained_model(_dataset: Dataset, _meta: dict, fingerprint: str, key: str, device: str) -> Trained:
-    """A stored model opened on its dataset (fingerprint and key name the cache entry)."""
-    return load_trained(_dataset, _meta, store(), device)
+@st.cache_resource(
+    max_entries=3, show_spinner="Loading the model…", hash_funcs={**BY_KEY, dict: lambda meta: meta["key"]}
+)
+def trained_model(dataset: Dataset, meta: dict, device: str) -> Trained:
+    """A stored model (an entry of store.list()) opened on its dataset."""
+    return load_trained(dataset, meta, store(), device)
 
 
-@st.cache_data(max_entries=256, show_spinner=False)
-def analysed(name: str, _trained: Trained, key: str, **options) -> object:
-    """`collab_core.analysis.<name>(trained, **options)`, cached per model key and options."""
-    return getattr(analysis, name)(_trained, **options)
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
+def crosstab(dataset: Dataset, n: int) -> pd.DataFrame:
+    return analysis.crosstab(dataset, n=n)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def crosstab(_dataset: Dataset, fingerprint: str, n: int):
-    return analysis.crosstab(_dataset, n=n)
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
+def crosstab_filled(trained: Trained, n: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return analysis.crosstab_filled(trained, n=n)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def lr_sweep(
-    _dataset: Dataset, _config: TrainConfig, fingerprint: str, config_key: str, device: str
-) -> LRFind:
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def bias_table(trained: Trained, n: int, min_ratings: int, of: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return analysis.bias_table(trained, n=n, min_ratings=min_ratings, of=of)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def pca_items(trained: Trained, n_items: int, k: int) -> analysis.PCAResult:
+    return analysis.pca_items(trained, n_items=n_items, k=k)
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
+def tsne_items(trained: Trained, n_items: int) -> pd.DataFrame:
+    return analysis.tsne_items(trained, n_items=n_items)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def nearest_items(trained: Trained, item: object, n: int, metric: str) -> pd.DataFrame:
+    return analysis.nearest_items(trained, item, n=n, metric=metric)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def user_stats(trained: Trained) -> pd.DataFrame:
+    return analysis.user_stats(trained)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def item_stats(trained: Trained) -> pd.DataFrame:
+    return analysis.item_stats(trained)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def recommend(trained: Trained, user: object, n: int, min_ratings: int) -> pd.DataFrame:
+    return ranking.recommend(trained, user, n=n, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def user_history(trained: Trained, user: object) -> pd.DataFrame:
+    return ranking.user_history(trained, user)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def fold_in_user(trained: Trained, ratings: dict[str, float], n: int) -> pd.DataFrame:
+    return foldin.fold_in_user(trained, ratings, n=n)
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
+def lr_sweep(dataset: Dataset, config: TrainConfig, device: str) -> LRFind:
     """The lr finder for a config on a dataset (the model's weights are left untouched)."""
-    encoded, train_rows, _ = prepare(_dataset, _config)
-    model = build_model(_config, encoded.n_users, encoded.n_items, pick_device(device))
+    encoded, train_rows, _ = prepare(dataset, config)
+    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(device))
     train = rows_to_tensors(encoded, train_rows)
-    return lr_find(model, train, bs=_config.bs, wd=_config.wd, seed=_config.seed)
+    return lr_find(model, train, bs=config.bs, wd=config.wd, seed=config.seed)

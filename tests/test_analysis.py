@@ -13,25 +13,28 @@ from collab_core.analysis import (
     bias_table,
     crosstab,
     crosstab_filled,
-    fold_in_user,
     item_stats,
     nearest_items,
     nearest_users,
     pca_extremes,
     pca_items,
-    predict_pairs,
-    ranking_metrics,
-    recommend,
     similarities,
     tsne_items,
-    user_history,
     user_stats,
 )
 from collab_core.errors import ConfigError, DataError
-from collab_core.foldin import new_user_scores
+from collab_core.foldin import fold_in_user, new_user_scores
 from collab_core.learner import Trained, get_or_train, prepare
 from collab_core.nets import MODELS, user_item_biases, user_item_weights
-from collab_core.ranking import dot_scores, metrics_at_k, score_users
+from collab_core.ranking import (
+    dot_scores,
+    metrics_at_k,
+    predict_pairs,
+    ranking_metrics,
+    recommend,
+    score_users,
+    user_history,
+)
 from collab_core.train import TrainConfig, build_model, predict
 
 TOP_BIAS = ("Titanic", "Shawshank Redemption", "Schindler's List", "L.A. Confidential",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import os
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collab_core import analysis
+from collab_core import analysis, ranking
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore, entry_key
 from collab_core.train import TrainConfig
+from collab_ui import cache
 from collab_ui.jobs import DONE, RUNNING, STOPPED, JobRegistry
 
 streamlit_testing = pytest.importorskip("streamlit.testing.v1")
@@ -93,10 +95,10 @@ def test_a_user_gets_their_recommendations(trained):
         at.selectbox(key="user").select(user).run()
         assert_clean(at)
         shown = table(at, "recs")
-        expected = analysis.recommend(trained, user, n=10, min_ratings=10)
+        expected = ranking.recommend(trained, user, n=10, min_ratings=10)
         assert shown["title"].tolist() == expected["title"].tolist()
         history = table(at, "history")
-        assert len(history) == len(analysis.user_history(trained, user))
+        assert len(history) == len(ranking.user_history(trained, user))
 
 
 def test_a_url_restores_the_view(trained):
@@ -353,3 +355,16 @@ def test_a_stored_config_is_answered_at_once(trained):
     job.join(30)
     progress = job.progress()
     assert progress.status == DONE and progress.from_store and progress.key == trained.key
+
+
+def test_cached_analyses_are_keyed_by_the_model_key(trained, monkeypatch):
+    """hash_funcs key a model by its store key: a copy of it is a hit; other options are a miss."""
+    calls = []
+    real = analysis.bias_table
+    monkeypatch.setattr(analysis, "bias_table", lambda *args, **kw: calls.append(args) or real(*args, **kw))
+    cache.bias_table.clear()
+    first, _ = cache.bias_table(trained, 5, 0, "items")
+    again, _ = cache.bias_table(dataclasses.replace(trained), 5, 0, "items")
+    assert len(calls) == 1 and again.equals(first)
+    cache.bias_table(trained, 6, 0, "items")
+    assert len(calls) == 2

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collab_core import analysis, learner
+from collab_core import learner, ranking
 from collab_core.learner import get_or_train, load_trained
 from collab_core.store import ModelStore
 from collab_core.train import TrainConfig
@@ -119,13 +119,13 @@ def test_twenty_recommendations_at_once_match_the_serial_answers(taste, tmp_path
     meta = store.list()[0]
     serial_model = load_trained(taste, meta, store, "cpu")
     users = sorted(set(taste.ratings["user"]))[:REQUESTS]
-    serial = {user: analysis.recommend(serial_model, user, n=5) for user in users}
+    serial = {user: ranking.recommend(serial_model, user, n=5) for user in users}
     shared = load_trained(taste, meta, store, "cpu")  # cold caches: the threads race to build them
     ready = threading.Barrier(REQUESTS)
 
     def request(user: int) -> pd.DataFrame:
         ready.wait()
-        return analysis.recommend(shared, user, n=5)
+        return ranking.recommend(shared, user, n=5)
 
     start = time.perf_counter()
     with ThreadPoolExecutor(REQUESTS) as pool:

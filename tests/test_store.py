@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from collab_core.analysis import nearest_items, recommend, user_history
+from collab_core.analysis import nearest_items
 from collab_core.learner import get_or_train
+from collab_core.ranking import recommend, user_history
 from collab_core.store import MAX_BATCH_POINTS, ModelStore, StoreWarning
 from collab_core.train import TrainConfig
 

@@ -1,11 +1,11 @@
-"""Shared widgets: the sidebar (dataset, active model, device), the live training panel, errors."""
+"""The app's controller: the sidebar (dataset, active model, device), the default model trained on
+first use, and what the pages ask of it (`context()`, `require_*`, `activate_model`)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
 
-import pandas as pd
 import streamlit as st
 import torch
 
@@ -15,11 +15,13 @@ from collab_core.errors import CollabError
 from collab_core.learner import Trained
 from collab_core.store import ModelStore
 from collab_ui import cache
-from collab_ui.charts import live_curves, model_label, stored_curves
-from collab_ui.jobs import DONE, FAILED, RUNNING, Progress, TrainingJob
+from collab_ui.charts import model_label
+from collab_ui.draw import error, fraction, progress_text, training_panel
+from collab_ui.jobs import DONE, FAILED, RUNNING, TrainingJob
 
 DEFAULT = "default"  # the model selector's option for DEFAULT_CONFIG
 DEFAULT_CONFIG = TrainConfig()  # the model a first visit trains: the chapter's recipe
+PENDING = "pending_model"  # where activate_model leaves a key for the selector's next run
 SOURCES = {
     "ml-100k": ":material/movie: ml-100k",
     "upload": ":material/upload: Upload",
@@ -30,23 +32,6 @@ OFFLINE_HINT = (
     "`streamlit run`, or choose **Path** in the sidebar and give the folder or zip, "
     "or **Upload** a ratings file."
 )
-COLUMNS = {  # how every table of movies or users is shown, whichever page shows it
-    "title": st.column_config.TextColumn("Movie", width="medium"),
-    "user": st.column_config.NumberColumn("User", format="%d"),
-    "year": st.column_config.NumberColumn("Year", format="%d"),
-    "genres": st.column_config.ListColumn("Genres"),
-    "bias": st.column_config.NumberColumn("Bias", format="%.3f"),
-    "predicted": st.column_config.ProgressColumn("Predicted", format="%.2f ★", min_value=0.0, max_value=5.5),
-    "rating": st.column_config.NumberColumn("Rating", format="%.1f ★"),
-    "timestamp": st.column_config.DatetimeColumn("Rated on", format="YYYY-MM-DD"),
-    "error": st.column_config.NumberColumn("Error", format="%+.2f"),
-    "in_valid": st.column_config.CheckboxColumn("Validation?"),
-    "similarity": st.column_config.NumberColumn("Cosine similarity", format="%.3f"),
-    "distance": st.column_config.NumberColumn("Distance", format="%.3f"),
-    "mean_rating": st.column_config.NumberColumn("Mean rating", format="%.2f"),
-    "n_ratings": st.column_config.NumberColumn("Ratings", format="%d"),
-    **{f"pc{i}": st.column_config.NumberColumn(f"PC{i}", format="%.3f") for i in range(1, 11)},
-}
 
 
 @dataclass
@@ -68,18 +53,6 @@ class Context:
     @property
     def default_key(self) -> str | None:
         return entry_key(DEFAULT_CONFIG, self.dataset.fingerprint) if self.dataset is not None else None
-
-
-def table(data: pd.DataFrame, key: str, container=st, columns: list[str] | None = None) -> None:
-    """A movie or user table with the shared column formats, in a container keyed for tests."""
-    if "genres" in data:
-        data = data.assign(genres=data["genres"].str.split("|").map(lambda g: [x for x in g if x]))
-    container.container(key=key).dataframe(data, hide_index=True, column_config=COLUMNS, column_order=columns)
-
-
-def error(e: BaseException) -> None:
-    """A user-facing failure as a one-line st.error."""
-    st.error(" ".join(str(e).split()), icon=":material/error:")
 
 
 def sidebar() -> Context:
@@ -113,7 +86,7 @@ def _model_picker(ctx: Context) -> str:
     labels = {
         m["key"]: f"{m['config']['model']} · {m['config']['epochs']}ep ({m['key'][:6]})" for m in ctx.metas
     }
-    wanted = st.session_state.pop("pending_model", None)  # a page asked to switch models
+    wanted = st.session_state.pop(PENDING, None)  # a page asked to switch: activate_model
     if wanted is None and "model" not in st.session_state:  # the first run: restore a shared URL
         wanted = st.query_params.get("model")
     if wanted in (DEFAULT, *others):
@@ -132,12 +105,14 @@ def _model_picker(ctx: Context) -> str:
     return choice
 
 
+def activate_model(key: str) -> None:
+    """Make a stored model the active one; the app reruns, as the sidebar was drawn before the page."""
+    st.session_state[PENDING] = key if key != context().default_key else DEFAULT
+    st.rerun()
+
+
 def context() -> Context:
     return st.session_state["context"]
-
-
-def short_label(meta: dict) -> str:
-    return f"{meta['config']['model']} · {meta['config']['epochs']}ep"
 
 
 def devices() -> list[str]:
@@ -239,20 +214,7 @@ def _sidebar_status(job: TrainingJob) -> None:
     p = job.progress()
     if p.status != RUNNING:
         st.rerun()
-    st.progress(_fraction(p), text=f"Training the default model: {_progress_text(p)}")
-
-
-def _fraction(p: Progress) -> float:
-    return min(p.step / p.total_steps, 1.0) if p.total_steps else 0.0
-
-
-def _progress_text(p: Progress) -> str:
-    if not p.total_steps:
-        return "preparing…"
-    eta = f" · ETA {p.eta:.0f} s" if p.eta is not None else ""
-    per_epoch = max(1, p.total_steps // p.config.epochs)
-    batch = p.step - p.epoch * per_epoch
-    return f"epoch {p.epoch + 1}/{p.config.epochs} · batch {batch:,}/{per_epoch:,}{eta}"
+    st.progress(fraction(p), text=f"Training the default model: {progress_text(p)}")
 
 
 def require_dataset() -> Dataset:
@@ -273,7 +235,7 @@ def active_model() -> Trained | None:
     if ctx.dataset is None or meta is None:
         return None
     try:
-        return cache.trained_model(ctx.dataset, meta, ctx.dataset.fingerprint, meta["key"], ctx.device)
+        return cache.trained_model(ctx.dataset, meta, ctx.device)
     except CollabError as e:
         error(e)
         st.stop()
@@ -294,61 +256,3 @@ def require_model() -> Trained:
     if job is not None and job.status == RUNNING:
         training_panel(job)
     st.stop()
-
-
-@st.fragment(run_every=0.5)
-def training_panel(job: TrainingJob) -> None:
-    """Live progress, loss curves and epoch table of a running job, redrawn twice a second."""
-    p = job.progress()
-    if p.status != RUNNING:
-        st.rerun()  # the whole page redraws with the finished (or stopped) job
-    left, right = st.columns([5, 1], vertical_alignment="bottom")
-    left.progress(_fraction(p), text=f"{p.config.model}: {_progress_text(p)} · {p.elapsed:.0f} s elapsed")
-    right.button(
-        "Stop",
-        key=f"stop-{p.key}",
-        icon=":material/stop_circle:",
-        on_click=job.stop,
-        width="stretch",
-        type="primary",
-    )
-    st.plotly_chart(live_curves(p), key=f"live-{p.key}", config={"displaylogo": False})
-    epoch_table(list(p.epochs))
-
-
-def epoch_table(rows: list[dict]) -> None:
-    """fastai's epoch table (epoch, train_loss, valid_loss[, time]), as the book prints it."""
-    if not rows:
-        st.caption("The epoch table fills in as each epoch ends.")
-        return
-    data = pd.DataFrame(rows).style.format("{:.6f}", subset=["train_loss", "valid_loss"])
-    st.table(data, hide_index=True, width="content")
-
-
-def finished_job(p: Progress, meta: dict | None) -> None:
-    """The outcome of a job that is no longer running: stored curves, or why it ended."""
-    if p.status == DONE and meta is not None:
-        how = "loaded from the store" if p.from_store else f"trained in {meta['fit_seconds']:.1f} s"
-        st.success(
-            f"{p.config.model} ({p.key}): {how}; valid MSE {meta['metrics']['mse']:.4f}",
-            icon=":material/check_circle:",
-        )
-        stored_model(meta)
-        return
-    if p.status == FAILED:
-        st.error(p.message, icon=":material/error:")
-    else:
-        st.warning(p.message or f"training {p.status}", icon=":material/stop_circle:")
-    st.plotly_chart(live_curves(p), key=f"ended-{p.key}")
-    epoch_table(list(p.epochs))
-
-
-def stored_model(meta: dict) -> None:
-    """A stored model's loss curves and epoch table."""
-    st.plotly_chart(stored_curves(meta), key=f"stored-{meta['key']}")
-    history = meta["history"]
-    rows = [
-        {"epoch": i, "train_loss": t, "valid_loss": v}
-        for i, (t, v) in enumerate(zip(history["train_loss"], history["valid_loss"]))
-    ]
-    epoch_table(rows)
