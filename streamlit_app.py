@@ -5,9 +5,9 @@ The folder is not called `pages/`: Streamlit treats a `pages/` folder as a legac
 until the router first runs, so a shared deep link opened on a fresh server would skip the router.
 """
 
-import streamlit as st
+import importlib
 
-from collab_ui.session import sidebar
+import streamlit as st
 
 st.set_page_config(page_title="Collab Explorer", page_icon="🎬", layout="wide")
 
@@ -28,5 +28,11 @@ PAGES = {
 }
 
 current = st.navigation(PAGES)
-sidebar()
+# A cold server imports torch, pandas and the core on its first run (seconds): say so at once
+# instead of leaving the first visitor a blank page. Later runs find the modules imported.
+starting = st.empty()
+starting.caption(":material/hourglass_top: Starting Collab Explorer: loading PyTorch and the data…")
+session = importlib.import_module("collab_ui.session")
+starting.empty()
+session.sidebar()
 current.run()

@@ -1,0 +1,185 @@
+"""The app as an analyst meets it, timed in headless Chromium: prints each figure beside its target.
+
+    python bench/app_bench.py cold                  # a cold server's first visit at ml-100k
+    python bench/app_bench.py scale PATH            # Path source -> dataset -> default model -> each page
+
+`cold` starts `streamlit run` with an empty model store and times, from opening the page, the first
+thing drawn and the default model being ready. `scale` points the sidebar's Path source at a
+folder (e.g. `python -m collab_core synth /tmp/ml25m`), waits for the dataset and the default model
+(up to --model-timeout seconds), then opens every page and times it to interactive; the server's
+peak resident memory (VmHWM) is read from /proc. Data for `cold`: --data, else COLLAB_DATA_DIR,
+else ../shared/data/ml-100k beside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+DRAWN = '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-stale="true"]\')'
+FIRST_PAINT = '[data-testid="stCaptionContainer"], [data-testid="stMarkdownContainer"]'  # any text
+MODEL_READY = '[data-testid="stSidebar"] :text("valid MSE")'
+PAGES = ("", "train", "biases", "embeddings", "recommend")
+
+
+def row(
+    figure: str, target: str, measured: float | None, unit: str = "s", limit: float | None = None
+) -> None:
+    shown = "not reached" if measured is None else f"{measured:.2f} {unit}"
+    met = "" if limit is None else ("ok" if measured is not None and measured <= limit else "MISSED")
+    print(f"  {figure:<44} {target:<10} {shown:<14} {met}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def peak_rss_gb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+@contextlib.contextmanager
+def app_server(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run` headless on a free loopback port; yields (url, process) once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"),
+               "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]  # fmt: skip
+    log = Path(tempfile.mkstemp(prefix="collab-app-", suffix=".log")[1])
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **env}, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit(f"the server did not start; see {log}") from None
+                time.sleep(0.1)
+        yield url, process
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        process.kill()
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise SystemExit("no chromium on PATH (Debian: apt-get install chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_interactive(page, timeout_ms: int) -> None:
+    page.wait_for_selector(IDLE, timeout=timeout_ms)
+    page.wait_for_function(DRAWN, timeout=timeout_ms)
+
+
+def cold(data: Path, timeout: float) -> None:
+    with tempfile.TemporaryDirectory() as models:
+        env = {"COLLAB_DATA_DIR": str(data), "COLLAB_MODELS_DIR": models}
+        with app_server(env) as (url, process), browser_page() as page:
+            start = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector(FIRST_PAINT, timeout=timeout * 1000)
+            first = time.perf_counter() - start
+            page.wait_for_selector(MODEL_READY, timeout=timeout * 1000)
+            model = time.perf_counter() - start
+            rss = peak_rss_gb(process.pid)
+    print(f"cold first visit at ml-100k ({data}):")
+    row("first thing drawn after opening", "<= 2 s", first, limit=2.0)
+    row("default model ready after opening", "<= 6 s", model, limit=6.0)
+    row("server peak RSS", "", rss, "GB")
+
+
+def scale(folder: Path, timeout: float, model_timeout: float, models_dir: str | None) -> None:
+    with contextlib.ExitStack() as stack:
+        models = models_dir or stack.enter_context(tempfile.TemporaryDirectory())
+        url, process = stack.enter_context(app_server({"COLLAB_MODELS_DIR": models}))
+        page = stack.enter_context(browser_page())
+        page.goto(url)
+        wait_interactive(page, timeout * 1000)
+        page.get_by_text("Path", exact=True).click()
+        box = page.get_by_placeholder("/data/ml-100k or ratings.csv")
+        box.fill(str(folder))
+        start = time.perf_counter()
+        box.press("Enter")
+        loaded = model = None
+        with contextlib.suppress(Exception):
+            page.wait_for_selector('[data-testid="stSidebar"] :text(" ratings · ")', timeout=timeout * 1000)
+            loaded = time.perf_counter() - start
+            page.wait_for_selector(MODEL_READY, timeout=model_timeout * 1000)
+            model = time.perf_counter() - start
+        pages = {}
+        if model is not None:
+            for name in PAGES:
+                t = time.perf_counter()
+                page.goto(f"{url}/{name}")
+                with contextlib.suppress(Exception):
+                    page.get_by_text("Path", exact=True).click()
+                    page.get_by_placeholder("/data/ml-100k or ratings.csv").fill(str(folder))
+                    page.get_by_placeholder("/data/ml-100k or ratings.csv").press("Enter")
+                    wait_interactive(page, timeout * 1000)
+                    pages[name or "ratings"] = time.perf_counter() - t
+        rss = peak_rss_gb(process.pid)
+    print(f"the app over {folder}:")
+    row("dataset shown after entering the path", "<= 10 s", loaded, limit=10.0)
+    row("default model ready after entering the path", "", model)
+    for name in ("ratings", *PAGES[1:]):
+        row(f"page {name} interactive (new session)", "<= 3 s", pages.get(name), limit=3.0)
+    row("server peak RSS", "<= 3 GB", rss, "GB", limit=3.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("cold")
+    p.add_argument("--data", type=Path)
+    p.add_argument("--timeout", type=float, default=120)
+    p = sub.add_parser("scale")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--model-timeout", type=float, default=600)
+    p.add_argument("--models-dir", help="a model store to use (default: an empty one)")
+    args = parser.parse_args()
+    if args.what == "cold":
+        data = args.data or os.environ.get("COLLAB_DATA_DIR") or REPO.parent / "shared/data/ml-100k"
+        cold(Path(data), args.timeout)
+    else:
+        scale(args.folder, args.timeout, args.model_timeout, args.models_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
