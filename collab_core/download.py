@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
 
 from collab_core.errors import DataError
@@ -24,12 +24,6 @@ RATIO_FLOOR = 2**20  # members smaller than this cannot be bombs, so skip the ra
 CHUNK = 2**16
 
 LOCAL_HINT = "to use a local copy, pass --data PATH (an ml-100k folder or zip) or set COLLAB_DATA_DIR"
-
-
-def default_cache_dir(environ: Mapping[str, str]) -> Path:
-    """The user's cache folder for downloaded datasets (XDG_CACHE_HOME or ~/.cache)."""
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "collab-explorer"
 
 
 def verify_ml100k(folder: Path) -> None:

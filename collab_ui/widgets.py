@@ -13,9 +13,10 @@ from collab_core.config import TrainConfig, entry_key
 from collab_core.data import Dataset
 from collab_core.errors import CollabError
 from collab_core.learner import Trained
+from collab_core.record import StoredModel
 from collab_core.store import ModelStore
 from collab_ui import cache
-from collab_ui.charts import live_curves, model_label, stored_curves
+from collab_ui.charts import live_curves, stored_curves
 from collab_ui.jobs import DONE, FAILED, RUNNING, Progress, TrainingJob
 
 DEFAULT = "default"  # the model selector's option for DEFAULT_CONFIG
@@ -57,13 +58,13 @@ class Context:
     store: ModelStore
     device: str
     choice: str  # DEFAULT or a store key
-    metas: list[dict] = field(default_factory=list)  # stored models of this dataset, newest first
+    records: list[StoredModel] = field(default_factory=list)  # stored models of this dataset, newest first
 
     @property
-    def active_meta(self) -> dict | None:
+    def active_record(self) -> StoredModel | None:
         """The stored entry of the chosen model, or None while the default is not trained."""
         key = self.default_key if self.choice == DEFAULT else self.choice
-        return next((m for m in self.metas if m["key"] == key), None)
+        return next((r for r in self.records if r.key == key), None)
 
     @property
     def default_key(self) -> str | None:
@@ -90,18 +91,18 @@ def sidebar() -> Context:
         dataset = _dataset_picker(notices)
         device = st.selectbox("Device", devices(), key="device", help="Where training and predictions run")
         store = cache.store()
-        metas = [
-            m for m in store.list() if dataset is not None and m["data"]["fingerprint"] == dataset.fingerprint
+        records = [
+            r for r in store.list() if dataset is not None and r.data.fingerprint == dataset.fingerprint
         ]
-        ctx = Context(dataset, store, device, DEFAULT, metas)
+        ctx = Context(dataset, store, device, DEFAULT, records)
         ctx.choice = _model_picker(ctx)
-        if dataset is not None and ctx.active_meta is None:
+        if dataset is not None and ctx.active_record is None:
             _start_default(ctx)
-        elif ctx.active_meta is not None:
-            meta = ctx.active_meta
+        elif ctx.active_record is not None:
+            record = ctx.active_record
             st.caption(
-                f"{model_label(meta)}  \nvalid MSE {meta['metrics']['mse']:.4f} · "
-                f"RMSE {meta['metrics']['rmse']:.4f} · {meta['fit_seconds']:.1f} s on {meta['device']}"
+                f"{record.label}  \nvalid MSE {record.metrics.mse:.4f} · "
+                f"RMSE {record.metrics.rmse:.4f} · {record.fit_seconds:.1f} s on {record.device}"
             )
     st.session_state["context"] = ctx
     return ctx
@@ -109,10 +110,8 @@ def sidebar() -> Context:
 
 def _model_picker(ctx: Context) -> str:
     """The active-model selector, kept in the URL as ?model=<key> (absent for the default)."""
-    others = [m["key"] for m in ctx.metas if m["key"] != ctx.default_key]
-    labels = {
-        m["key"]: f"{m['config']['model']} · {m['config']['epochs']}ep ({m['key'][:6]})" for m in ctx.metas
-    }
+    others = [r.key for r in ctx.records if r.key != ctx.default_key]
+    labels = {r.key: r.label for r in ctx.records}
     wanted = st.session_state.pop("pending_model", None)  # a page asked to switch models
     if wanted is None and "model" not in st.session_state:  # the first run: restore a shared URL
         wanted = st.query_params.get("model")
@@ -134,10 +133,6 @@ def _model_picker(ctx: Context) -> str:
 
 def context() -> Context:
     return st.session_state["context"]
-
-
-def short_label(meta: dict) -> str:
-    return f"{meta['config']['model']} · {meta['config']['epochs']}ep"
 
 
 def devices() -> list[str]:
@@ -269,11 +264,11 @@ def require_dataset() -> Dataset:
 def active_model() -> Trained | None:
     """The active model if it is stored (loading it is quick), else None."""
     ctx = context()
-    meta = ctx.active_meta
-    if ctx.dataset is None or meta is None:
+    record = ctx.active_record
+    if ctx.dataset is None or record is None:
         return None
     try:
-        return cache.trained_model(ctx.dataset, meta, ctx.dataset.fingerprint, meta["key"], ctx.device)
+        return cache.trained_model(ctx.dataset, record, ctx.dataset.fingerprint, record.key, ctx.device)
     except CollabError as e:
         error(e)
         st.stop()
@@ -325,15 +320,15 @@ def epoch_table(rows: list[dict]) -> None:
     st.table(data, hide_index=True, width="content")
 
 
-def finished_job(p: Progress, meta: dict | None) -> None:
+def finished_job(p: Progress, record: StoredModel | None) -> None:
     """The outcome of a job that is no longer running: stored curves, or why it ended."""
-    if p.status == DONE and meta is not None:
-        how = "loaded from the store" if p.from_store else f"trained in {meta['fit_seconds']:.1f} s"
+    if p.status == DONE and record is not None:
+        how = "loaded from the store" if p.from_store else f"trained in {record.fit_seconds:.1f} s"
         st.success(
-            f"{p.config.model} ({p.key}): {how}; valid MSE {meta['metrics']['mse']:.4f}",
+            f"{p.config.model} ({p.key}): {how}; valid MSE {record.metrics.mse:.4f}",
             icon=":material/check_circle:",
         )
-        stored_model(meta)
+        stored_model(record)
         return
     if p.status == FAILED:
         st.error(p.message, icon=":material/error:")
@@ -343,12 +338,12 @@ def finished_job(p: Progress, meta: dict | None) -> None:
     epoch_table(list(p.epochs))
 
 
-def stored_model(meta: dict) -> None:
+def stored_model(record: StoredModel) -> None:
     """A stored model's loss curves and epoch table."""
-    st.plotly_chart(stored_curves(meta), key=f"stored-{meta['key']}")
-    history = meta["history"]
+    st.plotly_chart(stored_curves(record), key=f"stored-{record.key}")
+    history = record.history
     rows = [
         {"epoch": i, "train_loss": t, "valid_loss": v}
-        for i, (t, v) in enumerate(zip(history["train_loss"], history["valid_loss"]))
+        for i, (t, v) in enumerate(zip(history.train_loss, history.valid_loss))
     ]
     epoch_table(rows)
