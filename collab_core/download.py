@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
 
 from collab_core.errors import DataError
+from collab_core.settings import ML100K_URL
 
-ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_COUNTS = {"ratings": 100_000, "users": 943, "items": 1_682}
 MAX_ZIP_BYTES = 200 * 2**20  # the download or archive itself (ml-100k is ~5 MB)
 MAX_EXTRACT_BYTES = 2**30  # total uncompressed size of one archive

@@ -12,9 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from collab_core.download import ML100K_URL
-
 REPO = Path(__file__).resolve().parents[1]
+ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"  # GroupLens' own
 VARIABLES = ("COLLAB_DATA_DIR", "COLLAB_MODELS_DIR", "COLLAB_ML100K_URL", "COLLAB_ALLOW_PATHS",
              "XDG_CACHE_HOME", "HOME")  # fmt: skip
 

@@ -278,6 +278,27 @@ def test_cli_train_twice_answers_from_the_store(ml100k_dir, tmp_path):
     assert second_seconds < first_seconds
 
 
+STORE_HIT = """
+import sys
+from collab_core.cli import main
+code = main(["train", "--json"])
+print(sorted(name for name in ("torch", "pandas") if name in sys.modules))
+sys.exit(code)
+"""
+
+
+def test_cli_store_hit_imports_neither_torch_nor_pandas(trained_edb, session_store, ml100k_dir):
+    env = {"COLLAB_DATA_DIR": str(ml100k_dir), "COLLAB_MODELS_DIR": str(session_store.root)}
+    first = run_cli("train", "--json", env=env)  # a store hit through torch: notes the data's fingerprint
+    assert first.returncode == 0 and "loaded from" in first.stdout, first.stderr
+    run = subprocess.run([sys.executable, "-c", STORE_HIT], cwd=REPO, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    *_, answer, modules = run.stdout.strip().splitlines()
+    assert json.loads(answer)["key"] == trained_edb.key and json.loads(answer)["from_store"]
+    assert modules == "[]"
+
+
 def test_cli_recommend_and_similar_answer_from_the_store(trained_edb, session_store, ml100k_dir):
     env = {"COLLAB_DATA_DIR": str(ml100k_dir), "COLLAB_MODELS_DIR": str(session_store.root)}
     run = run_cli("recommend", "--user", "42", "--preset", "book", "--json", env=env)
