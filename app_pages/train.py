@@ -3,14 +3,14 @@
 import pandas as pd
 import streamlit as st
 
-from collab_core.config import MODEL_KEYS, PRESETS, SPLITS, TrainConfig, entry_key, preset
+from collab_core.config import FIELDS, PRESETS, TrainConfig, entry_key, preset
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
 from collab_ui.draw import error, finished_job, training_panel
 from collab_ui.jobs import DONE, RUNNING
 from collab_ui.session import activate_model, context, devices, require_dataset
 
-FIELDS = ("model", "n_factors", "epochs", "bs", "lr", "wd", "wd_bias", "seed", "split", "valid_pct")
+FORM = ("model", "n_factors", "epochs", "bs", "lr", "wd", "wd_bias", "seed", "split", "valid_pct")
 dataset = require_dataset()
 ctx = context()
 st.title(":material/model_training: Train")
@@ -19,13 +19,21 @@ st.title(":material/model_training: Train")
 def apply_recipe() -> None:
     """Fill the form from the chosen recipe (the chapter's, or the fast one)."""
     config = preset(st.session_state["cfg_recipe"])
-    for name in FIELDS:
+    for name in FORM:
         st.session_state[f"cfg_{name}"] = getattr(config, name)
     st.session_state["cfg_y_low"], st.session_state["cfg_y_high"] = config.y_range
 
 
 def use_lr(lr: float) -> None:
     st.session_state["cfg_lr"] = float(f"{lr:.1e}")
+
+
+def bounds(name: str, step: float | None = None) -> dict:
+    """A widget's range and help from the config's field table; an open end lies one step inside."""
+    f = FIELDS[name]
+    low = f.low + step if f.open_low and step else None if f.open_low else f.low
+    high = f.high - step if f.open_high and step else None if f.open_high else f.high
+    return {"min_value": low, "max_value": high, "help": f.help}
 
 
 if "cfg_model" not in st.session_state:
@@ -45,42 +53,34 @@ with st.container(border=True):
     )
     device = where.selectbox("Device", devices(), index=devices().index(ctx.device), key="cfg_device")
     row = st.columns(4)
-    model = row[0].selectbox("Model", MODEL_KEYS, key="cfg_model", **keep)
-    n_factors = row[1].number_input(
-        "Factors", 1, 1024, key="cfg_n_factors", **keep, help="Embedding width (the NN models size their own)"
-    )
-    epochs = row[2].number_input("Epochs", 1, 100, key="cfg_epochs", **keep)
-    bs = row[3].number_input("Batch size", 1, 100_000, step=32, key="cfg_bs", **keep)
+    model = row[0].selectbox("Model", FIELDS["model"].choices, key="cfg_model", **keep)
+    n_factors = row[1].number_input("Factors", key="cfg_n_factors", **bounds("n_factors"), **keep)
+    epochs = row[2].number_input("Epochs", key="cfg_epochs", **bounds("epochs"), **keep)
+    bs = row[3].number_input("Batch size", step=32, key="cfg_bs", **bounds("bs"), **keep)
     row = st.columns(4)
-    lr = row[0].number_input("Learning rate", 1e-6, 10.0, format="%.1e", step=1e-3, key="cfg_lr", **keep)
-    wd = row[1].number_input("Weight decay", 0.0, 10.0, format="%.3f", step=0.01, key="cfg_wd", **keep)
+    lr = row[0].number_input("Learning rate", format="%.1e", step=1e-3, key="cfg_lr", **bounds("lr"), **keep)
+    wd = row[1].number_input("Weight decay", format="%.3f", step=0.01, key="cfg_wd", **bounds("wd"), **keep)
     wd_bias = row[2].number_input(
         "Bias weight decay",
-        0.0,
-        10.0,
         format="%.3f",
         step=0.01,
         key="cfg_wd_bias",
         placeholder="same as wd",
+        **bounds("wd_bias"),
         **keep,
     )
-    seed = row[3].number_input("Seed", 0, 2**31 - 1, key="cfg_seed", **keep)
+    seed = row[3].number_input("Seed", key="cfg_seed", **bounds("seed"), **keep)
     row = st.columns(4)
     y_low = row[0].number_input("y_range low", step=0.5, key="cfg_y_low", **keep)
     y_high = row[1].number_input("y_range high", step=0.5, key="cfg_y_high", **keep)
     split = row[2].selectbox(
-        "Split",
-        SPLITS,
-        key="cfg_split",
-        **keep,
-        help="random 80/20 (fastai's), per-user temporal, or an ml-100k fold file",
+        "Split", FIELDS["split"].choices, key="cfg_split", help=FIELDS["split"].help, **keep
     )
     valid_pct = row[3].slider(
         "Validation share",
-        0.05,
-        0.5,
         step=0.05,
         key="cfg_valid_pct",
+        **bounds("valid_pct", step=0.05),
         **keep,
         disabled=split not in ("random", "temporal"),
     )
@@ -117,7 +117,7 @@ with st.container(border=True):
         key="lr_find",
         width="stretch",
     )
-    if config is not None and entry_key(config, dataset.fingerprint) in {m["key"] for m in ctx.metas}:
+    if config is not None and entry_key(config, dataset.fingerprint) in {r.key for r in ctx.records}:
         note_col.caption(":material/inventory_2: This configuration is in the store: it loads at once.")
 
 if find and config is not None:
@@ -152,11 +152,11 @@ if job is not None and job.status == RUNNING:
     training_panel(job)
 elif job is not None:
     progress = job.progress()
-    meta = next((m for m in ctx.metas if m["key"] == progress.key), None)
-    if progress.status == DONE and meta is not None and st.session_state.get("adopted") != progress.key:
+    record = next((r for r in ctx.records if r.key == progress.key), None)
+    if progress.status == DONE and record is not None and st.session_state.get("adopted") != progress.key:
         st.session_state["adopted"] = progress.key  # make the finished model the active one, once
         activate_model(progress.key)
-    finished_job(progress, meta)
+    finished_job(progress, record)
 elif not others:
     st.caption("Start a training above; its progress, loss curves and epoch table appear here.")
 for other in others:
@@ -166,35 +166,35 @@ for other in others:
     training_panel(other)
 
 st.subheader("Compare stored models")
-if not ctx.metas:
+if not ctx.records:
     st.caption("No stored models for this dataset yet.")
     st.stop()
-labels = {m["key"]: f"{charts.model_label(m)} ({m['key'][:6]})" for m in ctx.metas}
+labels = {r.key: r.label for r in ctx.records}
 picked = st.multiselect(
     "Models", list(labels), default=list(labels)[:5], format_func=labels.get
 )  # no key: when a model lands in the store the default selection takes it in
-chosen = [m for m in ctx.metas if m["key"] in picked]
+chosen = [r for r in ctx.records if r.key in picked]
 if chosen:
     st.plotly_chart(charts.compare_curves(chosen), key="compare_chart")
 table = pd.DataFrame(
     [
         {
-            "key": m["key"],
-            "model": m["config"]["model"],
-            "factors": m["config"]["n_factors"],
-            "epochs": m["config"]["epochs"],
-            "lr": m["config"]["lr"],
-            "wd": m["config"]["wd"],
-            "bs": m["config"]["bs"],
-            "split": m["config"]["split"],
-            "valid_mse": m["metrics"]["mse"],
-            "valid_rmse": m["metrics"]["rmse"],
-            "valid_mae": m["metrics"]["mae"],
-            "fit_seconds": m["fit_seconds"],
-            "device": m["device"],
-            "saved_at": pd.Timestamp(m["saved_at"]),
+            "key": r.key,
+            "model": r.config.model,
+            "factors": r.config.n_factors,
+            "epochs": r.config.epochs,
+            "lr": r.config.lr,
+            "wd": r.config.wd,
+            "bs": r.config.bs,
+            "split": r.config.split,
+            "valid_mse": r.metrics.mse,
+            "valid_rmse": r.metrics.rmse,
+            "valid_mae": r.metrics.mae,
+            "fit_seconds": r.fit_seconds,
+            "device": r.device,
+            "saved_at": pd.Timestamp(r.saved_at),
         }
-        for m in (chosen or ctx.metas)
+        for r in (chosen or ctx.records)
     ]
 )
 selection = st.dataframe(

@@ -30,6 +30,7 @@ from collab_core import analysis, ranking  # noqa: E402
 from collab_core.data import Dataset, load_dataset  # noqa: E402
 from collab_core.learner import get_or_train, prepare, rows_to_tensors  # noqa: E402
 from collab_core.nets import MODELS, EmbeddingDotBias  # noqa: E402
+from collab_core.settings import Settings  # noqa: E402
 from collab_core.train import TrainConfig, build_model, fit_one_cycle, one_cycle, preset  # noqa: E402
 
 SEEDS = (1, 2, 3)
@@ -200,12 +201,13 @@ def bench_scale(folder: Path) -> None:
 
 
 def main() -> None:
+    settings = Settings.from_env()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="ml-100k folder (default: COLLAB_DATA_DIR or ../shared/data/ml-100k)")
     parser.add_argument("--scale", action="store_true", help="also run the MovieLens-25M-shaped benchmark")
-    parser.add_argument("--scale-dir", type=Path, default=Path.home() / ".cache/collab-explorer/synth-25m")
+    parser.add_argument("--scale-dir", type=Path, default=settings.cache_dir / "synth-25m")
     args = parser.parse_args()
-    data = args.data or os.environ.get("COLLAB_DATA_DIR") or str(REPO.parent / "shared/data/ml-100k")
+    data = args.data or settings.data_dir or REPO.parent / "shared/data/ml-100k"
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

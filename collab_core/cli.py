@@ -7,10 +7,8 @@ unexpected failure. With --json the last line of stdout is one JSON object.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -18,18 +16,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collab_core.config import FOLDS, MODEL_KEYS, PRESETS, SPLITS, TrainConfig, entry_key, preset, read_meta
+from collab_core.config import FIELDS, FOLDS, PRESETS, TrainConfig, preset
 from collab_core.errors import CollabError
+from collab_core.record import StoredModel
+from collab_core.settings import Settings
+from collab_core.store import ModelStore, source_signature
 
 if TYPE_CHECKING:
     from collab_core.data import Dataset
     from collab_core.learner import Trained
-    from collab_core.store import ModelStore
 
 # torch, pandas and the rest are imported inside the commands that need them: a request already in
 # the store is answered from its JSON alone, in a fraction of the time torch takes to import
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 BIG_DATA = 1_000_000  # ratings from which `train` prints its memory estimate before it starts
 
 
@@ -57,20 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     model = Parser(add_help=False)
     group = model.add_argument_group("model options (unset ones come from the preset)")
     group.add_argument("--preset", choices=list(PRESETS), help="book (the chapter's recipe) or fast")
-    group.add_argument("--model", choices=list(MODEL_KEYS))
-    group.add_argument("--factors", type=int, dest="n_factors")
-    group.add_argument("--epochs", type=int)
-    group.add_argument("--lr", type=float)
-    group.add_argument("--wd", type=float)
-    group.add_argument("--wd-bias", type=float, help="weight decay of the biases (default: --wd)")
-    group.add_argument("--bs", type=int)
-    group.add_argument("--seed", type=int)
-    group.add_argument("--y-range", type=float, nargs=2, metavar=("LOW", "HIGH"))
-    group.add_argument("--item-key", choices=["title", "id"])
-    group.add_argument("--sparse", action="store_true", default=None, help="row-wise AdamW (big data)")
-    how = group.add_mutually_exclusive_group()
-    how.add_argument("--valid-pct", type=float)
-    how.add_argument("--split", choices=SPLITS)
+    how = group.add_mutually_exclusive_group()  # a fold file fixes its own validation share
+    for name, spec in FIELDS.items():
+        where = how if name in ("split", "valid_pct") else group
+        where.add_argument(spec.flag, dest=name, help=spec.help, **_flag_kind(spec.kind, spec.choices))
     p = sub.add_parser("train", parents=[data, model], help="train a model (or load it from the store)")
     p.add_argument("--no-save", action="store_true", help="do not read or write the model store")
     p.add_argument("--distributed", action="store_true", help="one of torchrun's processes (DDP)")
@@ -99,8 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CONFIG_FIELDS = ("model", "n_factors", "epochs", "lr", "wd", "wd_bias", "bs", "seed", "y_range",
-                 "split", "valid_pct", "item_key", "sparse")  # fmt: skip
+def _flag_kind(kind: type, choices: tuple[str, ...]) -> dict:
+    """argparse's arguments for a config field of this type (unset flags stay None: the preset's)."""
+    if choices:
+        return {"choices": list(choices)}
+    if kind is bool:
+        return {"action": "store_true", "default": None}
+    if kind is tuple:
+        return {"type": float, "nargs": 2, "metavar": ("LOW", "HIGH")}
+    return {"type": kind}
+
+
+CONFIG_FIELDS = tuple(FIELDS)
 
 
 def config_from_args(args: argparse.Namespace, split: str | None = None) -> TrainConfig:
@@ -117,15 +116,15 @@ def config_from_args(args: argparse.Namespace, split: str | None = None) -> Trai
 ROLES = ("user", "item", "rating", "timestamp", "title")
 
 
-def load_data(args: argparse.Namespace) -> Dataset:
-    from collab_core.data import default_cache_dir, load_dataset
+def load_data(args: argparse.Namespace, settings: Settings) -> Dataset:
+    from collab_core.data import load_dataset
 
     columns = {f"{r}_col": getattr(args, f"{r}_col") for r in ROLES}
     bar = ProgressBar("downloading ml-100k")
     try:
         dataset = load_dataset(
-            args.data, data_dir=os.environ.get("COLLAB_DATA_DIR"), cache_dir=default_cache_dir(os.environ),
-            progress=bar, columns=columns, download_url=os.environ.get("COLLAB_ML100K_URL"),
+            args.data, data_dir=settings.data_dir, cache_dir=settings.cache_dir, progress=bar,
+            columns=columns, download_url=settings.ml100k_url,
         )  # fmt: skip
     finally:  # ends the bar's line, so an error after a cut download starts a line of its own
         bar.close()
@@ -134,67 +133,14 @@ def load_data(args: argparse.Namespace) -> Dataset:
     return dataset
 
 
-def models_dir(args: argparse.Namespace) -> Path:
-    return args.models_dir or Path(os.environ.get("COLLAB_MODELS_DIR", DEFAULT_MODELS_DIR))
+def store_from_args(args: argparse.Namespace, settings: Settings) -> ModelStore:
+    return ModelStore(args.models_dir or settings.models_dir)
 
 
-def store_from_args(args: argparse.Namespace) -> ModelStore:
-    from collab_core.store import ModelStore
-
-    return ModelStore(models_dir(args))
-
-
-MEMO = ".fingerprints.json"  # in the store: data source signature -> data fingerprint
-
-
-def source_signature(args: argparse.Namespace) -> str | None:
-    """Names the data this run will read (paths, sizes, mtimes, column options) without reading it."""
-    from collab_core.download import default_cache_dir
-
-    path = args.data or os.environ.get("COLLAB_DATA_DIR") or default_cache_dir(os.environ) / "ml-100k"
-    path = Path(path).resolve()
-    if not path.exists():
-        return None
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    columns = [getattr(args, f"{r}_col") for r in ROLES]
-    return hashlib.sha256(json.dumps([stats, columns]).encode()).hexdigest()
-
-
-def remember_fingerprint(root: Path, signature: str | None, fingerprint: str) -> None:
-    """Note which fingerprint a data source has, so the next run can find its entry unread."""
-    if signature is None:
-        return
-    memo = _read_memo(root)
-    if memo.get(signature) == fingerprint:
-        return
-    memo[signature] = fingerprint
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f"{MEMO}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(memo))
-    os.replace(tmp, root / MEMO)
-
-
-def _read_memo(root: Path) -> dict:
-    try:
-        memo = json.loads((root / MEMO).read_text())
-    except (OSError, ValueError):
-        return {}
-    return memo if isinstance(memo, dict) else {}
-
-
-def stored_meta(root: Path, signature: str | None, config: TrainConfig) -> dict | None:
-    """The entry's metadata if this exact request is in the store and intact, else None."""
-    fingerprint = _read_memo(root).get(signature) if signature else None
-    if not isinstance(fingerprint, str):
-        return None
-    key = entry_key(config, fingerprint)
-    try:
-        meta = read_meta(root / f"{key}.json")
-        intact = hashlib.sha256((root / f"{key}.pt").read_bytes()).hexdigest() == meta["checkpoint_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return meta if intact and meta["key"] == key else None
+def data_signature(args: argparse.Namespace, settings: Settings) -> str | None:
+    """Names the data this run will read (see store.source_signature) without reading it."""
+    path = args.data or settings.data_dir or settings.cache_dir / "ml-100k"
+    return source_signature(Path(path), [getattr(args, f"{r}_col") for r in ROLES])
 
 
 class ProgressBar:
@@ -231,18 +177,18 @@ class EpochTable:
                   f"{minutes:02d}:{seconds:02d}", file=self.out, flush=True)  # fmt: skip
 
 
-def cmd_train(args: argparse.Namespace) -> dict | None:
+def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
     config = config_from_args(args)
-    signature = None if args.no_save else source_signature(args)
+    store = None if args.no_save else store_from_args(args, settings)
+    signature = None if store is None else data_signature(args, settings)
     if signature and not args.distributed:  # answered from the store's JSON: no torch, no data read
-        meta = stored_meta(models_dir(args), signature, config)
-        if meta is not None:
-            return _report_stored(meta, models_dir(args), config)
-    dataset = load_data(args)  # before torch is imported: bad data is reported in a second
+        record = store.stored_record(signature, config)
+        if record is not None:
+            return _report_stored(record, store.root, config)
+    dataset = load_data(args, settings)  # before torch is imported: bad data is reported in a second
     from collab_core import distributed
     from collab_core.learner import get_or_train
 
-    store = None if args.no_save else store_from_args(args)
     if len(dataset.ratings) >= BIG_DATA:
         print_memory_estimate(dataset, config)
     if args.distributed:  # every rank trains; rank 0 reports and saves
@@ -255,10 +201,10 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
     else:
         trained = get_or_train(dataset, config, store, args.device, callback=EpochTable())
     if store is not None:  # only a run that ended well leaves a note in the store
-        remember_fingerprint(store.root, signature, dataset.fingerprint)
+        store.remember_fingerprint(signature, dataset.fingerprint)
     if trained.from_store:
-        return _report_stored(trained.meta, store.root, config)
-    return _train_json(trained.meta, config, from_store=False)
+        return _report_stored(trained.record, store.root, config)
+    return _train_json(trained.record, config, from_store=False)
 
 
 def print_memory_estimate(dataset: Dataset, config: TrainConfig) -> None:
@@ -273,34 +219,34 @@ def print_memory_estimate(dataset: Dataset, config: TrainConfig) -> None:
     print(f"memory: training needs up to {memory.format_bytes(needed)} ({free})", flush=True)
 
 
-def _report_stored(meta: dict, root: Path, config: TrainConfig) -> dict:
-    print(f"loaded from {root / meta['key']}.pt (trained in {meta['fit_seconds']:.2f} s)")
-    history = meta["history"]
-    for epoch, (t, v) in enumerate(zip(history["train_loss"], history["valid_loss"])):
+def _report_stored(record: StoredModel, root: Path, config: TrainConfig) -> dict:
+    print(f"loaded from {root / record.key}.pt (trained in {record.fit_seconds:.2f} s)")
+    history = record.history
+    for epoch, (t, v) in enumerate(zip(history.train_loss, history.valid_loss)):
         print(f"{epoch:<7}{t:<12.6f}{v:<12.6f}(stored)")
-    return _train_json(meta, config, from_store=True)
+    return _train_json(record, config, from_store=True)
 
 
-def _train_json(meta: dict, config: TrainConfig, from_store: bool) -> dict:
+def _train_json(record: StoredModel, config: TrainConfig, from_store: bool) -> dict:
     return {
         "model": config.model,
-        "key": meta["key"],
+        "key": record.key,
         "from_store": from_store,
-        "train_loss": meta["history"]["train_loss"],
-        "valid_loss": meta["history"]["valid_loss"],
-        "valid_rmse": meta["metrics"]["rmse"],
-        "valid_mae": meta["metrics"]["mae"],
-        "fit_seconds": meta["fit_seconds"],
-        "device": meta["device"],
+        "train_loss": list(record.history.train_loss),
+        "valid_loss": list(record.history.valid_loss),
+        "valid_rmse": record.metrics.rmse,
+        "valid_mae": record.metrics.mae,
+        "fit_seconds": record.fit_seconds,
+        "device": record.device,
         "config": config.to_dict(),
     }
 
 
-def cmd_lr_find(args: argparse.Namespace) -> dict:
+def cmd_lr_find(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.learner import prepare, rows_to_tensors
     from collab_core.train import build_model, lr_find, pick_device
 
-    dataset, config = load_data(args), config_from_args(args)
+    dataset, config = load_data(args, settings), config_from_args(args)
     encoded, train_rows, _ = prepare(dataset, config)
     model = build_model(config, encoded.n_users, encoded.n_items, pick_device(args.device))
     found = lr_find(model, rows_to_tensors(encoded, train_rows), bs=config.bs, wd=config.wd, seed=config.seed)
@@ -308,23 +254,22 @@ def cmd_lr_find(args: argparse.Namespace) -> dict:
     return {"model": config.model, "suggestion": found.suggestion, "lrs": found.lrs, "losses": found.losses}
 
 
-def cmd_evaluate(args: argparse.Namespace) -> dict:
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.learner import get_or_train
 
-    dataset = load_data(args)
+    dataset = load_data(args, settings)
     folds = [f.strip() for f in args.folds.split(",") if f.strip()]
     unknown = [f for f in folds if f not in FOLDS]
     if unknown or not folds:
         raise UsageError(f"unknown fold {unknown[0] if unknown else '(none)'}; use {', '.join(FOLDS)}")
-    store = store_from_args(args)
+    store = store_from_args(args, settings)
     rows = []
     print(f"{'fold':<6}{'rmse':<10}{'mae':<10}fit_s")
     for fold in folds:
         trained = get_or_train(dataset, config_from_args(args, split=fold), store, args.device)
-        m = trained.meta["metrics"]
-        rows.append({"fold": fold, "rmse": m["rmse"], "mae": m["mae"], "mse": m["mse"],
-                     "fit_seconds": trained.meta["fit_seconds"]})  # fmt: skip
-        print(f"{fold:<6}{m['rmse']:<10.4f}{m['mae']:<10.4f}{trained.meta['fit_seconds']:.2f}", flush=True)
+        m, seconds = trained.record.metrics, trained.record.fit_seconds
+        rows.append({"fold": fold, "rmse": m.rmse, "mae": m.mae, "mse": m.mse, "fit_seconds": seconds})
+        print(f"{fold:<6}{m.rmse:<10.4f}{m.mae:<10.4f}{seconds:.2f}", flush=True)
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("rmse", "mae", "mse")}
     print(f"{'mean':<6}{mean['rmse']:<10.4f}{mean['mae']:<10.4f}")
     return {
@@ -335,39 +280,39 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     }
 
 
-def _trained(args: argparse.Namespace) -> Trained:
+def _trained(args: argparse.Namespace, settings: Settings) -> Trained:
     """The model recommend/similar answer with: from the store, trained (and saved) if missing."""
-    store = store_from_args(args)
+    store = store_from_args(args, settings)
     from collab_core.learner import get_or_train
 
-    trained = get_or_train(load_data(args), config_from_args(args), store, args.device)
+    trained = get_or_train(load_data(args, settings), config_from_args(args), store, args.device)
     path = store.root / f"{trained.key}.pt"
     where = f"loaded from {path}" if trained.from_store else f"trained and saved as {path}"
     print(f"model {trained.config.model}: {where}", file=sys.stderr)
     return trained
 
 
-def cmd_recommend(args: argparse.Namespace) -> dict:
+def cmd_recommend(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.ranking import recommend
 
-    trained = _trained(args)
+    trained = _trained(args, settings)
     table = recommend(trained, args.user, n=args.n)
     print(table.to_string(index=False))
     return {"user": args.user, "model": trained.config.model, "key": trained.key,
             "recommendations": _records(table)}  # fmt: skip
 
 
-def cmd_similar(args: argparse.Namespace) -> dict:
+def cmd_similar(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.analysis import nearest_items
 
-    trained = _trained(args)
+    trained = _trained(args, settings)
     table = nearest_items(trained, args.movie, n=args.n, metric=args.metric)
     print(table.to_string(index=False))
     return {"movie": args.movie, "metric": args.metric, "model": trained.config.model, "key": trained.key,
             "similar": _records(table)}  # fmt: skip
 
 
-def cmd_synth(args: argparse.Namespace) -> dict:
+def cmd_synth(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.synth import SynthSpec, write_synth
 
     given = {"n_users": args.users, "n_items": args.items, "n_ratings": args.ratings, "seed": args.seed}
@@ -399,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
     try:
         args = build_parser().parse_args(argv)
-        result = COMMANDS[args.command](args)
+        result = COMMANDS[args.command](args, Settings.from_env())
     except CollabError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
-"""Training configs, presets and the store's key and metadata checks: no torch, no pandas.
+"""Training configs (each field described once), presets and the store's key: no torch, no pandas.
 
-The command line answers a request that is already in the store from here alone, without
-importing torch, so that a stored answer comes back at once.
+The command line answers a request that is already in the store without importing torch, so that
+a stored answer comes back at once: this module, `record.py` and `store.py`'s fast path are all it
+needs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from collab_core.errors import ConfigError
 
@@ -26,7 +26,66 @@ MODEL_KEYS = (
 FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")  # ml-100k's canonical splits: u1.base/u1.test, ...
 SPLITS = ("random", "temporal", *FOLDS)
 FORMAT = 1  # bump when the checkpoint layout changes; older entries become misses
-LIMITS = {"n_factors": (1, 1024), "epochs": (1, 1000), "bs": (1, 1_000_000)}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One TrainConfig field as people meet it: its CLI flag, its help, the values it accepts.
+
+    The command line's flags, the Train page's widgets and TrainConfig's own checks all read this
+    table, so they cannot disagree.
+    """
+
+    flag: str  # the command-line flag (a contract: scripts use it)
+    kind: type  # int, float, str (one of choices), bool, or tuple (a LOW HIGH pair)
+    help: str
+    low: float | None = None  # the accepted range, inclusive unless open
+    high: float | None = None
+    open_low: bool = False  # lr must be above 0, not at it
+    open_high: bool = False
+    choices: tuple[str, ...] = ()
+    optional: bool = False  # None is accepted too (wd_bias: None means "as wd")
+
+    def check(self, name: str, value: object) -> None:
+        """ConfigError with the accepted range or choices if value is not one of them."""
+        if value is None and self.optional:
+            return
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(self.choices)}")
+        if self.kind is int and not (_is_int(value) and self.low <= value <= self.high):
+            raise ConfigError(f"{name} must be an integer from {self.low} to {self.high}, not {value!r}")
+        if self.kind is float and not (_is_number(value) and self._inside(value)):
+            low, high = "(" if self.open_low else "[", ")" if self.open_high else "]"
+            raise ConfigError(f"{name} must be in {low}{self.low:g}, {self.high:g}{high}, not {value}")
+        if self.kind is bool and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+    def _inside(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+
+# fmt: off
+FIELDS = {  # TrainConfig's fields in its order: flag, type, help, accepted values
+    "model": Field("--model", str, "the model family (the chapter's seven)", choices=MODEL_KEYS),
+    "n_factors": Field("--factors", int, "embedding width (the NN models size their own)", low=1, high=1024),
+    "epochs": Field("--epochs", int, "passes over the training ratings", low=1, high=1000),
+    "lr": Field("--lr", float, "peak learning rate of the one cycle", low=0.0, high=10.0, open_low=True),
+    "wd": Field("--wd", float, "decoupled weight decay", low=0.0, high=10.0),
+    "bs": Field("--bs", int, "ratings per batch", low=1, high=1_000_000),
+    "seed": Field("--seed", int, "seeds the init, the split and the shuffling", low=0, high=2**32 - 1),
+    "y_range": Field("--y-range", tuple, "output range of sigmoid_range: LOW HIGH"),
+    "split": Field("--split", str, "random (fastai's), per-user temporal, or an ml-100k fold",
+                   choices=SPLITS),
+    "valid_pct": Field("--valid-pct", float, "validation share of the random and temporal splits",
+                       low=0.0, high=1.0, open_low=True, open_high=True),
+    "item_key": Field("--item-key", str, "items keyed by title (as the book) or id", choices=("title", "id")),
+    "wd_bias": Field("--wd-bias", float, "weight decay of the biases (default: --wd)", low=0.0, high=10.0,
+                     optional=True),
+    "sparse": Field("--sparse", bool, "row-wise AdamW: only a batch's rows decay and move (big data)"),
+}
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -48,25 +107,23 @@ class TrainConfig:
     sparse: bool = False  # row-wise AdamW: only a batch's rows decay and move (dot models, big data)
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_KEYS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_KEYS)}")
-        for name, (low, high) in LIMITS.items():
-            value = getattr(self, name)
-            if not (isinstance(value, int) and low <= value <= high):
-                raise ConfigError(f"{name} must be an integer from {low} to {high}, not {value!r}")
-        if not (math.isfinite(self.lr) and 0 < self.lr <= 10):
-            raise ConfigError(f"lr must be in (0, 10], not {self.lr}")
-        for name in ("wd", "wd_bias"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and 0 <= value <= 10):
-                raise ConfigError(f"{name} must be in [0, 10], not {value}")
+        for name, spec in FIELDS.items():
+            spec.check(name, getattr(self, name))
         low, high = self.y_range
-        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        if not (_is_number(low) and _is_number(high) and low < high):
             raise ConfigError(f"y_range must be two finite numbers low < high, not {self.y_range}")
         object.__setattr__(self, "y_range", (float(low), float(high)))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 # Named recipes. "book" is the chapter's fit_one_cycle(5, 5e-3, wd=0.1) at bs 64. "fast" trades
@@ -90,47 +147,3 @@ def entry_key(config: TrainConfig, fingerprint: str) -> str:
     """A stable hash of the config and the data it was trained on."""
     blob = json.dumps({"format": FORMAT, "config": config.to_dict(), "data": fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# the fields every reader relies on, with their JSON types
-META_TYPES = {
-    "key": str,
-    "checkpoint_sha256": str,
-    "config": dict,
-    "data": dict,
-    "history": dict,
-    "metrics": dict,
-    "fit_seconds": (int, float),
-    "device": str,
-}
-
-
-def read_meta(path: Path) -> dict:
-    """Read and type-check an entry's JSON; ValueError/TypeError/KeyError if it is not right."""
-    meta = json.loads(path.read_text())
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"format {meta.get('format') if isinstance(meta, dict) else '?'} "
-                         f"is not {FORMAT}")  # fmt: skip
-    for name, kind in META_TYPES.items():
-        if not isinstance(meta[name], kind) or isinstance(meta[name], bool):
-            raise TypeError(
-                f"{name} is a {type(meta[name]).__name__}, not a {getattr(kind, '__name__', 'number')}"
-            )
-    config_from_meta(meta)
-    if not (isinstance(meta["data"]["fingerprint"], str) and isinstance(meta["data"]["name"], str)):
-        raise TypeError("data.fingerprint and data.name must be strings")
-    for name in ("train_loss", "valid_loss", "batch_loss"):
-        if not (isinstance(meta["history"][name], list) and all(map(_is_number, meta["history"][name]))):
-            raise TypeError(f"history.{name} is not a list of finite numbers")
-    if not all(map(_is_number, meta["metrics"].values())):
-        raise TypeError("metrics must be finite numbers")
-    return meta
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def config_from_meta(meta: dict) -> TrainConfig:
-    """The TrainConfig stored in an entry's JSON (ConfigError/TypeError if it is not one)."""
-    return TrainConfig(**{**meta["config"], "y_range": tuple(meta["config"]["y_range"])})

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from collab_core.config import FOLDS
-from collab_core.download import default_cache_dir  # noqa: F401 (part of the data API)
 from collab_core.errors import DataError
 
 ML100K_GENRES = (

@@ -9,12 +9,12 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path, PureWindowsPath
 
 from collab_core.errors import DataError
+from collab_core.settings import ML100K_URL
 
-ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 ML100K_COUNTS = {"ratings": 100_000, "users": 943, "items": 1_682}
 MAX_ZIP_BYTES = 200 * 2**20  # the download or archive itself (ml-100k is ~5 MB)
 MAX_EXTRACT_BYTES = 2**30  # total uncompressed size of one archive
@@ -24,12 +24,6 @@ RATIO_FLOOR = 2**20  # members smaller than this cannot be bombs, so skip the ra
 CHUNK = 2**16
 
 LOCAL_HINT = "to use a local copy, pass --data PATH (an ml-100k folder or zip) or set COLLAB_DATA_DIR"
-
-
-def default_cache_dir(environ: Mapping[str, str]) -> Path:
-    """The user's cache folder for downloaded datasets (XDG_CACHE_HOME or ~/.cache)."""
-    base = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "collab-explorer"
 
 
 def verify_ml100k(folder: Path) -> None:

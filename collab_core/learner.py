@@ -19,8 +19,9 @@ from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, split
 from collab_core.errors import ConfigError, DataError
 from collab_core.lookup import Lookup
-from collab_core.store import ModelStore, StoreWarning, config_from_meta, downsample, entry_key
-from collab_core.train import Callback, TrainConfig, build_model, fit_one_cycle, pick_device
+from collab_core.record import DataIdentity, History, Metrics, Split, StoredModel
+from collab_core.store import ModelStore, StoreWarning, downsample, entry_key
+from collab_core.train import Callback, FitResult, TrainConfig, build_model, fit_one_cycle, pick_device
 
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -37,12 +38,12 @@ class Trained:
     encoded: Encoded = field(repr=False)
     train_rows: np.ndarray = field(repr=False)  # rows of dataset.ratings used for training
     valid_rows: np.ndarray = field(repr=False)
-    meta: dict = field(repr=False)  # the store's JSON: history, metrics, fit time, device
+    record: StoredModel = field(repr=False)  # history, metrics, fit time, device (the store's JSON)
     from_store: bool = False
 
     @property
     def key(self) -> str:
-        return self.meta["key"]
+        return self.record.key
 
     def tensors(self, rows: np.ndarray) -> Tensors:
         return rows_to_tensors(self.encoded, rows)
@@ -148,42 +149,51 @@ def get_or_train(
         train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
         result = fit_one_cycle(model, train, valid, config, callback, should_stop)
         model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
-        meta = {
-            "key": key,
-            "config": config.to_dict(),
-            "data": {
-                "name": dataset.name,
-                "fingerprint": dataset.fingerprint,
-                "n_users": encoded.n_users,
-                "n_items": encoded.n_items,
-                "n_ratings": len(dataset.ratings),
-            },
-            "split": {"how": config.split, "n_train": len(train_rows), "n_valid": len(valid_rows)},
-            "history": {
-                "train_loss": result.train_loss,
-                "valid_loss": result.valid_loss,
-                "batch_loss": downsample(result.batch_loss),
-                "n_batches": len(result.batch_loss),
-            },
-            "metrics": result.metrics,
-            "fit_seconds": result.fit_seconds,
-            "device": result.device,
-        }
+        record = fitted_record(key, config, dataset, encoded, train_rows, valid_rows, result)
         if store is not None:
-            meta = store.save(key, model, meta)
-    return Trained(config, model, dataset, encoded, train_rows, valid_rows, meta, from_store=False)
+            record = store.save(key, model, record)
+    return Trained(config, model, dataset, encoded, train_rows, valid_rows, record, from_store=False)
 
 
-def load_trained(dataset: Dataset, meta: dict, store: ModelStore, device: str = "auto") -> Trained:
+def fitted_record(
+    key: str,
+    config: TrainConfig,
+    dataset: Dataset,
+    encoded: Encoded,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    result: FitResult,
+) -> StoredModel:
+    """The record of a model just fitted (the store adds the checkpoint's hash, size and versions)."""
+    return StoredModel(
+        key=key,
+        config=config,
+        data=DataIdentity(
+            dataset.name, dataset.fingerprint, encoded.n_users, encoded.n_items, len(dataset.ratings)
+        ),
+        split=Split(config.split, len(train_rows), len(valid_rows)),
+        history=History(
+            train_loss=tuple(result.train_loss),
+            valid_loss=tuple(result.valid_loss),
+            batch_loss=tuple(downsample(result.batch_loss)),
+            n_batches=len(result.batch_loss),
+        ),
+        metrics=Metrics(**result.metrics),
+        fit_seconds=result.fit_seconds,
+        device=result.device,
+    )
+
+
+def load_trained(dataset: Dataset, record: StoredModel, store: ModelStore, device: str = "auto") -> Trained:
     """Open a stored model (as listed by store.list()) on the dataset it was trained on."""
-    if meta["data"]["fingerprint"] != dataset.fingerprint:
-        raise DataError(f"model {meta['key']} was trained on {meta['data']['name']}, not on this data")
-    config = config_from_meta(meta)
+    if record.data.fingerprint != dataset.fingerprint:
+        raise DataError(f"model {record.key} was trained on {record.data.name}, not on this data")
+    config = record.config
     encoded, train_rows, valid_rows = prepare(dataset, config)
-    found = _from_store(store, meta["key"], pick_device(device), config, dataset, encoded,
+    found = _from_store(store, record.key, pick_device(device), config, dataset, encoded,
                         train_rows, valid_rows)  # fmt: skip
     if found is None:
-        raise DataError(f"model {meta['key']} could not be loaded from {store.root}")
+        raise DataError(f"model {record.key} could not be loaded from {store.root}")
     return found
 
 
@@ -200,8 +210,8 @@ def _from_store(
     entry = store.load(key)
     if entry is None:
         return None
-    if entry.meta["data"]["fingerprint"] != dataset.fingerprint or config_from_meta(entry.meta) != config:
-        warnings.warn(f"model {key} in the store was trained on other data ({entry.meta['data']['name']}) "
+    if entry.record.data.fingerprint != dataset.fingerprint or entry.record.config != config:
+        warnings.warn(f"model {key} in the store was trained on other data ({entry.record.data.name}) "
                       "or with another config and will be retrained", StoreWarning, stacklevel=2)  # fmt: skip
         return None
     model = build_model(config, encoded.n_users, encoded.n_items, device)
@@ -213,4 +223,4 @@ def _from_store(
                       StoreWarning, stacklevel=2)  # fmt: skip
         return None
     model.eval()
-    return Trained(config, model, dataset, encoded, train_rows, valid_rows, entry.meta, True)
+    return Trained(config, model, dataset, encoded, train_rows, valid_rows, entry.record, True)

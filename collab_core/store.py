@@ -1,14 +1,18 @@
-"""The model store: one checkpoint + one JSON file per trained (config, data, split).
+"""The model store: one checkpoint + one JSON file (a `StoredModel` record) per trained (config, data, split).
 
 Checkpoints hold tensors only and are read with `torch.load(weights_only=True)`. Writes go to a
 temporary file then `os.replace`; the JSON (written last) names the checkpoint's SHA-256, so an
 entry is valid only when both halves agree. A damaged or incompatible entry is a miss with a
 `StoreWarning`, never a crash.
+
+torch is imported inside save, load and downsample only: `stored_record` answers the command
+line's "is this exact request stored?" from the JSON and a memo of data fingerprints, torch-free.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import itertools
@@ -21,17 +25,20 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from collab_core import __version__
-from collab_core.config import FORMAT, config_from_meta, entry_key, read_meta
+from collab_core.config import TrainConfig, entry_key
 from collab_core.errors import CollabError
+from collab_core.record import StoredModel
 
-__all__ = ["FORMAT", "config_from_meta", "entry_key", "read_meta"]  # torch-free, in config.py
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 MAX_BATCH_POINTS = 500  # per-batch loss history is downsampled to this many points
+MEMO = ".fingerprints.json"  # in the store: data source signature -> data fingerprint
+UNREADABLE = (OSError, ValueError, KeyError, TypeError)  # what a bad JSON raises (see record.py)
 
 
 class StoreWarning(UserWarning):
@@ -41,7 +48,7 @@ class StoreWarning(UserWarning):
 @dataclass(frozen=True)
 class Entry:
     key: str
-    meta: dict  # the JSON metadata
+    record: StoredModel
     state: dict[str, torch.Tensor]  # the model's state_dict
 
 
@@ -49,6 +56,8 @@ def downsample(values: list[float], n: int = MAX_BATCH_POINTS) -> list[float]:
     """Mean-pool a long curve to at most n points."""
     if len(values) <= n:
         return list(values)
+    import torch
+
     t = torch.tensor(values, dtype=torch.float64)
     edges = torch.linspace(0, len(values), n + 1).long()
     return [float(t[a:b].mean()) for a, b in itertools.pairwise(edges)]
@@ -74,11 +83,14 @@ class ModelStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def save(self, key: str, model: nn.Module, meta: dict) -> dict:
+    def save(self, key: str, model: nn.Module, record: StoredModel) -> StoredModel:
         """Write the checkpoint then the JSON, each atomically; refuse a non-finite model.
 
         Call it holding lock(key): it clears what a killed writer of this key left behind.
+        Returns the record as a later load will read it.
         """
+        import torch
+
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
@@ -91,59 +103,59 @@ class ModelStore:
         for stale in self.root.glob(f".{key}.*.tmp"):  # temporary files of a killed writer
             stale.unlink(missing_ok=True)
         digest, size = _atomic_write(ckpt, lambda f: torch.save(state, f))
-        meta = {
-            **meta,
-            "format": FORMAT,
-            "key": key,
-            "checkpoint_sha256": digest,
-            "checkpoint_bytes": size,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": {
+        record = dataclasses.replace(
+            record,
+            key=key,
+            checkpoint_sha256=digest,
+            checkpoint_bytes=size,
+            saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            versions={
                 "collab_core": __version__,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },
-        }
-        text = json.dumps(meta, indent=1)
-        _atomic_write(js, lambda f: f.write(text.encode()))
-        return json.loads(text)  # as a later load will see it (tuples become lists)
+        )
+        meta = record.to_json()
+        _atomic_write(js, lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        return StoredModel.from_json(meta)
 
     def load(self, key: str) -> Entry | None:
         """The entry for key, or None (with a StoreWarning if something was there but bad)."""
+        import torch
+
         ckpt, js = self._paths(key)
         if not js.exists() and not ckpt.exists():
             return None
         try:
-            meta = read_meta(js)
-            if meta["key"] != key:
-                raise ValueError(f"it names key {meta['key']}")
+            record = StoredModel.read(js)
+            if record.key != key:
+                raise ValueError(f"it names key {record.key}")
             data = ckpt.read_bytes()
-            if hashlib.sha256(data).hexdigest() != meta["checkpoint_sha256"]:
+            if hashlib.sha256(data).hexdigest() != record.checkpoint_sha256:
                 raise ValueError("the checkpoint does not match its metadata (damaged or half-written)")
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
                 raise ValueError("the checkpoint is not a dict of tensors")
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as e:
+        except (*UNREADABLE, RuntimeError, EOFError) as e:
             _warn(f"model {key} in {self.root} is unusable and will be retrained: {_short(e)}")
             return None
         except Exception as e:  # noqa: BLE001 -- torch's unpickler raises many types on hostile input
             _warn(f"model {key} in {self.root} was refused ({type(e).__name__}: {_short(e)})")
             return None
-        return Entry(key, meta, state)
+        return Entry(key, record, state)
 
-    def list(self) -> list[dict]:
-        """Metadata of every readable entry (newest first), each with its size in bytes."""
+    def list(self) -> list[StoredModel]:
+        """The record of every readable entry (newest first), each with its size in bytes."""
         out = []
         for js in self.root.glob("*.json"):
             try:
-                meta = read_meta(js)
-            except (OSError, ValueError, KeyError, TypeError):
+                record = StoredModel.read(js)
+            except UNREADABLE:
                 continue
             ckpt = js.with_suffix(".pt")
             if ckpt.exists():
-                meta["size_bytes"] = ckpt.stat().st_size + js.stat().st_size
-                out.append(meta)
-        return sorted(out, key=lambda m: m.get("saved_at", ""), reverse=True)
+                out.append(dataclasses.replace(record, size_bytes=ckpt.stat().st_size + js.stat().st_size))
+        return sorted(out, key=lambda r: r.saved_at, reverse=True)
 
     def delete(self, key: str) -> bool:
         """Remove an entry; True if anything was there."""
@@ -153,6 +165,54 @@ class ModelStore:
                 path.unlink()
                 removed = True
         return removed
+
+    def stored_record(self, signature: str | None, config: TrainConfig) -> StoredModel | None:
+        """The record of this exact request if it is stored and intact, else None; torch-free.
+
+        signature names the data source (see source_signature); the memo maps it to the data's
+        fingerprint, so neither the data nor torch is needed to find the entry.
+        """
+        fingerprint = self._read_memo().get(signature) if signature else None
+        if not isinstance(fingerprint, str):
+            return None
+        key = entry_key(config, fingerprint)
+        ckpt, js = self._paths(key)
+        try:
+            record = StoredModel.read(js)
+            intact = hashlib.sha256(ckpt.read_bytes()).hexdigest() == record.checkpoint_sha256
+        except UNREADABLE:
+            return None
+        return record if intact and record.key == key else None
+
+    def remember_fingerprint(self, signature: str | None, fingerprint: str) -> None:
+        """Note which fingerprint a data source has, so the next run can find its entry unread."""
+        if signature is None:
+            return
+        memo = self._read_memo()
+        if memo.get(signature) == fingerprint:
+            return
+        memo[signature] = fingerprint
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f"{MEMO}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(memo))
+        os.replace(tmp, self.root / MEMO)
+
+    def _read_memo(self) -> dict:
+        try:
+            memo = json.loads((self.root / MEMO).read_text())
+        except (OSError, ValueError):
+            return {}
+        return memo if isinstance(memo, dict) else {}
+
+
+def source_signature(path: Path, columns: list[str | None]) -> str | None:
+    """Names a data source (its files' paths, sizes and mtimes, the column options) without reading it."""
+    path = path.resolve()
+    if not path.exists():
+        return None
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps([stats, columns]).encode()).hexdigest()
 
 
 def _atomic_write(path: Path, write) -> tuple[str, int]:

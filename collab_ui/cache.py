@@ -1,13 +1,12 @@
 """What the app keeps between reruns and sessions: datasets, models, analyses, the job registry.
 
-The only place that reads the environment (COLLAB_DATA_DIR, COLLAB_MODELS_DIR, the cache folder)
-and the only place with `st.cache_*`: the core stays free of Streamlit. One typed wrapper per
-analysis a page shows, named as the function it caches.
+The app's settings (from `collab_core.settings`, read from the environment there) are asked for
+here, and this is the only place with `st.cache_*`: the core stays free of Streamlit. One typed
+wrapper per analysis a page shows, named as the function it caches.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -18,31 +17,37 @@ import streamlit as st
 
 from collab_core import analysis, foldin, ranking
 from collab_core.config import TrainConfig
-from collab_core.data import Dataset, default_cache_dir, load_dataset, load_path
-from collab_core.download import ML100K_URL, download_ml100k
+from collab_core.data import Dataset, load_dataset, load_path
+from collab_core.download import download_ml100k
 from collab_core.learner import Trained, load_trained, prepare, rows_to_tensors
+from collab_core.record import StoredModel
+from collab_core.settings import Settings, current
 from collab_core.store import ModelStore
 from collab_core.train import LRFind, build_model, lr_find, pick_device
 from collab_ui.jobs import JobRegistry
 
-REPO = Path(__file__).resolve().parents[1]
+
+def settings() -> Settings:
+    """The environment's settings, read once (again only when the environment changes)."""
+    return current()
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get("COLLAB_MODELS_DIR") or REPO / "models")
+    return settings().models_dir
 
 
 def data_dir() -> str | None:
-    return os.environ.get("COLLAB_DATA_DIR") or None
+    folder = settings().data_dir
+    return None if folder is None else str(folder)
 
 
 def paths_allowed() -> bool:
     """False when COLLAB_ALLOW_PATHS=0: a public deployment must not let visitors read server files."""
-    return os.environ.get("COLLAB_ALLOW_PATHS", "1") != "0"
+    return settings().allow_paths
 
 
 def cache_dir() -> Path:
-    return default_cache_dir(os.environ)
+    return settings().cache_dir
 
 
 def store() -> ModelStore:
@@ -68,7 +73,7 @@ def ml100k_missing() -> bool:
 def download(progress: Callable[[int, int | None], None]) -> None:
     """Fetch ml-100k into the cache folder, one session at a time (COLLAB_ML100K_URL: a mirror)."""
     with _download_lock():
-        download_ml100k(cache_dir(), url=os.environ.get("COLLAB_ML100K_URL") or ML100K_URL, progress=progress)
+        download_ml100k(cache_dir(), url=settings().ml100k_url, progress=progress)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the ratings…")
@@ -106,11 +111,11 @@ def ratings_view(dataset: Dataset) -> pd.DataFrame:
 
 
 @st.cache_resource(
-    max_entries=3, show_spinner="Loading the model…", hash_funcs={**BY_KEY, dict: lambda meta: meta["key"]}
+    max_entries=3, show_spinner="Loading the model…", hash_funcs={**BY_KEY, StoredModel: lambda r: r.key}
 )
-def trained_model(dataset: Dataset, meta: dict, device: str) -> Trained:
+def trained_model(dataset: Dataset, record: StoredModel, device: str) -> Trained:
     """A stored model (an entry of store.list()) opened on its dataset."""
-    return load_trained(dataset, meta, store(), device)
+    return load_trained(dataset, record, store(), device)
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)

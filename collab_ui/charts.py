@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from collab_core.record import StoredModel
 from collab_ui.jobs import Progress
 
 MAX_POINTS = 600  # a curve drawn with more points only costs bandwidth
@@ -62,19 +63,19 @@ def live_curves(p: Progress) -> go.Figure:
     return styled(fig, f"Loss while training {p.config.model} (MSE)", "batch", "loss (MSE)")
 
 
-def stored_curves(meta: dict) -> go.Figure:
+def stored_curves(record: StoredModel) -> go.Figure:
     """The same curves from a stored model's history (its batch losses are mean-pooled)."""
-    history = meta["history"]
-    pooled = np.asarray(history["batch_loss"], dtype="float64")
-    n_batches = history.get("n_batches") or len(pooled)
+    history = record.history
+    pooled = np.asarray(history.batch_loss, dtype="float64")
+    n_batches = history.n_batches or len(pooled)
     width = n_batches / max(1, len(pooled))  # batches per pooled point
     train_x = (np.arange(len(pooled)) + 0.5) * width
     train_y = smooth(pooled, BETA**width)
-    epochs = len(history["valid_loss"])
+    epochs = len(history.valid_loss)
     per_epoch = n_batches / max(1, epochs)
     valid_x = per_epoch * np.arange(1, epochs + 1)
-    fig = _curves(train_x, train_y, valid_x, np.asarray(history["valid_loss"]), per_epoch)
-    return styled(fig, f"Loss of {meta['config']['model']} ({meta['key']}, MSE)", "batch", "loss (MSE)")
+    fig = _curves(train_x, train_y, valid_x, np.asarray(history.valid_loss), per_epoch)
+    return styled(fig, f"Loss of {record.config.model} ({record.key}, MSE)", "batch", "loss (MSE)")
 
 
 def _curves(train_x, train_y, valid_x, valid_y, per_epoch: float) -> go.Figure:
@@ -101,29 +102,28 @@ def _curves(train_x, train_y, valid_x, valid_y, per_epoch: float) -> go.Figure:
     return fig
 
 
-def compare_curves(metas: list[dict]) -> go.Figure:
+def compare_curves(records: list[StoredModel]) -> go.Figure:
     """Stored models side by side: validation (solid) and training (dashed) loss per epoch."""
     fig = go.Figure()
-    for i, meta in enumerate(metas):
-        colour, history = PALETTE[i % len(PALETTE)], meta["history"]
-        name = f"{model_label(meta)} ({meta['key'][:6]})"
-        epochs = np.arange(1, len(history["valid_loss"]) + 1)
+    for i, record in enumerate(records):
+        colour, history, name = PALETTE[i % len(PALETTE)], record.history, record.label
+        epochs = np.arange(1, len(history.valid_loss) + 1)
         fig.add_scatter(
             x=epochs,
-            y=history["valid_loss"],
+            y=history.valid_loss,
             mode="lines+markers",
             name=f"{name} valid",
             line={"color": colour},
-            legendgroup=meta["key"],
+            legendgroup=record.key,
             hovertemplate=f"{name}<br>epoch %{{x}}<br>valid %{{y:.4f}}<extra></extra>",
         )
         fig.add_scatter(
             x=epochs,
-            y=history["train_loss"],
+            y=history.train_loss,
             mode="lines",
             name=f"{name} train",
             line={"color": colour, "dash": "dash"},
-            legendgroup=meta["key"],
+            legendgroup=record.key,
             showlegend=False,
             hovertemplate=f"{name}<br>epoch %{{x}}<br>train %{{y:.4f}}<extra></extra>",
         )
@@ -131,12 +131,6 @@ def compare_curves(metas: list[dict]) -> go.Figure:
     styled(fig, "Stored models: validation (solid) and training (dashed) loss per epoch", "epoch", "MSE")
     fig.update_layout(legend={"orientation": "v", "y": 1.0, "x": 1.02, "xanchor": "left", "yanchor": "top"})
     return fig
-
-
-def model_label(meta: dict) -> str:
-    """A short name for a stored model: key config values and its validation loss."""
-    c = meta["config"]
-    return f"{c['model']} · {c['n_factors']}f · {c['epochs']}ep · lr {c['lr']:g} · wd {c['wd']:g}"
 
 
 def lr_finder(lrs: list[float], losses: list[float], suggestion: float) -> go.Figure:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from collab_core.record import StoredModel
 from collab_ui.charts import live_curves, stored_curves
 from collab_ui.jobs import DONE, FAILED, RUNNING, Progress, TrainingJob
 
@@ -83,15 +84,15 @@ def epoch_table(rows: list[dict]) -> None:
     st.table(data, hide_index=True, width="content")
 
 
-def finished_job(p: Progress, meta: dict | None) -> None:
+def finished_job(p: Progress, record: StoredModel | None) -> None:
     """The outcome of a job that is no longer running: stored curves, or why it ended."""
-    if p.status == DONE and meta is not None:
-        how = "loaded from the store" if p.from_store else f"trained in {meta['fit_seconds']:.1f} s"
+    if p.status == DONE and record is not None:
+        how = "loaded from the store" if p.from_store else f"trained in {record.fit_seconds:.1f} s"
         st.success(
-            f"{p.config.model} ({p.key}): {how}; valid MSE {meta['metrics']['mse']:.4f}",
+            f"{p.config.model} ({p.key}): {how}; valid MSE {record.metrics.mse:.4f}",
             icon=":material/check_circle:",
         )
-        stored_model(meta)
+        stored_model(record)
         return
     if p.status == FAILED:
         st.error(p.message, icon=":material/error:")
@@ -101,12 +102,12 @@ def finished_job(p: Progress, meta: dict | None) -> None:
     epoch_table(list(p.epochs))
 
 
-def stored_model(meta: dict) -> None:
+def stored_model(record: StoredModel) -> None:
     """A stored model's loss curves and epoch table."""
-    st.plotly_chart(stored_curves(meta), key=f"stored-{meta['key']}")
-    history = meta["history"]
+    st.plotly_chart(stored_curves(record), key=f"stored-{record.key}")
+    history = record.history
     rows = [
         {"epoch": i, "train_loss": t, "valid_loss": v}
-        for i, (t, v) in enumerate(zip(history["train_loss"], history["valid_loss"]))
+        for i, (t, v) in enumerate(zip(history.train_loss, history.valid_loss))
     ]
     epoch_table(rows)

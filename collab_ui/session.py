@@ -13,9 +13,9 @@ from collab_core.config import TrainConfig, entry_key
 from collab_core.data import Dataset
 from collab_core.errors import CollabError
 from collab_core.learner import Trained
+from collab_core.record import StoredModel
 from collab_core.store import ModelStore
 from collab_ui import cache
-from collab_ui.charts import model_label
 from collab_ui.draw import error, fraction, progress_text, training_panel
 from collab_ui.jobs import DONE, FAILED, RUNNING, TrainingJob
 
@@ -42,13 +42,13 @@ class Context:
     store: ModelStore
     device: str
     choice: str  # DEFAULT or a store key
-    metas: list[dict] = field(default_factory=list)  # stored models of this dataset, newest first
+    records: list[StoredModel] = field(default_factory=list)  # stored models of this dataset, newest first
 
     @property
-    def active_meta(self) -> dict | None:
+    def active_record(self) -> StoredModel | None:
         """The stored entry of the chosen model, or None while the default is not trained."""
         key = self.default_key if self.choice == DEFAULT else self.choice
-        return next((m for m in self.metas if m["key"] == key), None)
+        return next((r for r in self.records if r.key == key), None)
 
     @property
     def default_key(self) -> str | None:
@@ -63,18 +63,18 @@ def sidebar() -> Context:
         dataset = _dataset_picker(notices)
         device = st.selectbox("Device", devices(), key="device", help="Where training and predictions run")
         store = cache.store()
-        metas = [
-            m for m in store.list() if dataset is not None and m["data"]["fingerprint"] == dataset.fingerprint
+        records = [
+            r for r in store.list() if dataset is not None and r.data.fingerprint == dataset.fingerprint
         ]
-        ctx = Context(dataset, store, device, DEFAULT, metas)
+        ctx = Context(dataset, store, device, DEFAULT, records)
         ctx.choice = _model_picker(ctx)
-        if dataset is not None and ctx.active_meta is None:
+        if dataset is not None and ctx.active_record is None:
             _start_default(ctx)
-        elif ctx.active_meta is not None:
-            meta = ctx.active_meta
+        elif ctx.active_record is not None:
+            record = ctx.active_record
             st.caption(
-                f"{model_label(meta)}  \nvalid MSE {meta['metrics']['mse']:.4f} · "
-                f"RMSE {meta['metrics']['rmse']:.4f} · {meta['fit_seconds']:.1f} s on {meta['device']}"
+                f"{record.label}  \nvalid MSE {record.metrics.mse:.4f} · "
+                f"RMSE {record.metrics.rmse:.4f} · {record.fit_seconds:.1f} s on {record.device}"
             )
     st.session_state["context"] = ctx
     return ctx
@@ -82,10 +82,8 @@ def sidebar() -> Context:
 
 def _model_picker(ctx: Context) -> str:
     """The active-model selector, kept in the URL as ?model=<key> (absent for the default)."""
-    others = [m["key"] for m in ctx.metas if m["key"] != ctx.default_key]
-    labels = {
-        m["key"]: f"{m['config']['model']} · {m['config']['epochs']}ep ({m['key'][:6]})" for m in ctx.metas
-    }
+    others = [r.key for r in ctx.records if r.key != ctx.default_key]
+    labels = {r.key: r.label for r in ctx.records}
     wanted = st.session_state.pop(PENDING, None)  # a page asked to switch: activate_model
     if wanted is None and "model" not in st.session_state:  # the first run: restore a shared URL
         wanted = st.query_params.get("model")
@@ -231,11 +229,11 @@ def require_dataset() -> Dataset:
 def active_model() -> Trained | None:
     """The active model if it is stored (loading it is quick), else None."""
     ctx = context()
-    meta = ctx.active_meta
-    if ctx.dataset is None or meta is None:
+    record = ctx.active_record
+    if ctx.dataset is None or record is None:
         return None
     try:
-        return cache.trained_model(ctx.dataset, meta, ctx.device)
+        return cache.trained_model(ctx.dataset, record, ctx.device)
     except CollabError as e:
         error(e)
         st.stop()

@@ -54,7 +54,7 @@ def untrained(dataset, **config) -> Trained:
     config = TrainConfig(**config)
     encoded, train_rows, valid_rows = prepare(dataset, config)
     model = build_model(config, encoded.n_users, encoded.n_items, torch.device("cpu")).eval()
-    return Trained(config, model, dataset, encoded, train_rows, valid_rows, meta={})
+    return Trained(config, model, dataset, encoded, train_rows, valid_rows, record=None)
 
 
 # ---- the seed model on ml-100k ---------------------------------------------------------------

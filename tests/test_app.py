@@ -190,7 +190,7 @@ def test_a_short_training_lands_in_the_store(trained):
     config = TrainConfig(epochs=1, n_factors=8)
     key = entry_key(config, trained.dataset.fingerprint)
     store = ModelStore(Path(os.environ["COLLAB_MODELS_DIR"]))
-    wait_for(at, lambda: key in {m["key"] for m in store.list()}, "the training")
+    wait_for(at, lambda: key in {r.key for r in store.list()}, "the training")
     for _ in range(3):  # the page notices the finished job and makes it the active model
         at.run()
     assert_clean(at)
@@ -323,7 +323,7 @@ def test_stop_from_the_page(trained):
     at.switch_page("app_pages/train.py").run()
     at.button(key=f"stop-{key}").click().run()
     wait_for(at, lambda: any("stopped" in w.value for w in at.warning), "the stop")
-    assert key not in {m["key"] for m in ModelStore(Path(os.environ["COLLAB_MODELS_DIR"])).list()}
+    assert key not in {r.key for r in ModelStore(Path(os.environ["COLLAB_MODELS_DIR"])).list()}
 
 
 def test_tsne_on_request(trained):

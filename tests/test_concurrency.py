@@ -49,9 +49,9 @@ def weights_digest(trained) -> str:
 def assert_store_consistent(root: Path, n_entries: int) -> None:
     entries = ModelStore(root).list()
     assert len(entries) == n_entries
-    for meta in entries:
-        data = (root / f"{meta['key']}.pt").read_bytes()
-        assert hashlib.sha256(data).hexdigest() == meta["checkpoint_sha256"]
+    for record in entries:
+        data = (root / f"{record.key}.pt").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == record.checkpoint_sha256
     assert not list(root.glob(".*.tmp")) and not list(root.glob("*.tmp"))
     visible = sorted(p.suffix for p in root.iterdir() if not p.name.startswith("."))
     assert visible == sorted([".json", ".pt"] * n_entries)
@@ -69,8 +69,8 @@ def test_eight_sessions_share_one_training(taste, tmp_path, counted_fits):
         job.join(60)
         progress = job.progress()
         assert progress.status == DONE, progress.message
-        meta = next(m for m in store.list() if m["key"] == progress.key)
-        return id(job), progress.key, weights_digest(load_trained(taste, meta, store, "cpu"))
+        record = next(r for r in store.list() if r.key == progress.key)
+        return id(job), progress.key, weights_digest(load_trained(taste, record, store, "cpu"))
 
     start = time.perf_counter()
     with ThreadPoolExecutor(SESSIONS) as pool:
@@ -116,11 +116,11 @@ def test_twenty_recommendations_at_once_match_the_serial_answers(taste, tmp_path
     store = ModelStore(tmp_path)
     config = TrainConfig(model=model, epochs=3, bs=16, n_factors=8)
     get_or_train(taste, config, store, device="cpu")
-    meta = store.list()[0]
-    serial_model = load_trained(taste, meta, store, "cpu")
+    record = store.list()[0]
+    serial_model = load_trained(taste, record, store, "cpu")
     users = sorted(set(taste.ratings["user"]))[:REQUESTS]
     serial = {user: ranking.recommend(serial_model, user, n=5) for user in users}
-    shared = load_trained(taste, meta, store, "cpu")  # cold caches: the threads race to build them
+    shared = load_trained(taste, record, store, "cpu")  # cold caches: the threads race to build them
     ready = threading.Barrier(REQUESTS)
 
     def request(user: int) -> pd.DataFrame:

@@ -431,7 +431,7 @@ def test_tolerated_input_loads_with_a_warning(tmp_path):
     assert list(dataset.ratings.columns[:3]) == ["user", "item", "rating"] and len(dataset.ratings) == 66
     assert "alice" in set(dataset.ratings["user"])
     trained = get_or_train(dataset, TrainConfig(epochs=1, bs=8, n_factors=4), device="cpu")
-    assert trained.meta["metrics"]["rmse"] > 0
+    assert trained.record.metrics.rmse > 0
 
 
 def test_snapshot_sees_what_an_escape_would_write(tmp_path):

@@ -96,7 +96,7 @@ def assert_consistent(root: Path) -> None:
         meta = json.loads(js.read_text())
         ckpt = js.with_suffix(".pt")
         assert ckpt.is_file() and sha256(ckpt) == meta["checkpoint_sha256"], js.name
-    assert {m["key"] for m in store.list()} == {js.stem for js in jsons}
+    assert {r.key for r in store.list()} == {js.stem for js in jsons}
     for ckpt in root.glob("*.pt"):
         if not ckpt.with_suffix(".json").exists():
             with pytest.warns(StoreWarning, match="unusable and will be retrained"):
@@ -231,7 +231,7 @@ def test_an_entry_written_for_other_data_is_a_miss_and_retrained(tmp_path):
     store, config = ModelStore(tmp_path), TrainConfig(epochs=1, bs=32, n_factors=4)
     a, b = dataset(1), dataset(2)
     trained_a = get_or_train(a, config, store, device="cpu")
-    key_b = get_or_train(b, config, None, device="cpu").meta["key"]  # where b's model would live
+    key_b = get_or_train(b, config, None, device="cpu").key  # where b's model would live
     for suffix in (".pt", ".json"):  # a's entry copied under b's key, its JSON naming that key
         (tmp_path / f"{key_b}{suffix}").write_bytes((tmp_path / f"{trained_a.key}{suffix}").read_bytes())
     meta = json.loads((tmp_path / f"{key_b}.json").read_text())
@@ -239,7 +239,7 @@ def test_an_entry_written_for_other_data_is_a_miss_and_retrained(tmp_path):
     assert store.load(key_b) is not None  # the files alone look fine: the same shapes, a valid hash
     with pytest.warns(StoreWarning, match=f"model {key_b} .* trained on other data \\(seed1\\)"):
         trained_b = get_or_train(b, config, store, device="cpu")
-    assert not trained_b.from_store and trained_b.meta["data"]["fingerprint"] == b.fingerprint
+    assert not trained_b.from_store and trained_b.record.data.fingerprint == b.fingerprint
     assert get_or_train(b, config, store, device="cpu").from_store  # and now it is b's own
 
 

@@ -62,7 +62,7 @@ def test_round_trip_is_bit_exact(taste, tmp_path):
     assert before.keys() == after.keys()
     for name in before:
         assert torch.equal(before[name], after[name]), name
-    assert second.meta == first.meta and not second.model.training
+    assert second.record == first.record and not second.model.training
     u, i, _ = first.tensors(first.valid_rows)
     assert torch.equal(first.model(u, i), second.model(u, i))
 
@@ -184,7 +184,7 @@ from collab_core.store import ModelStore
 from collab_core.train import TrainConfig
 trained = get_or_train(taste_dataset(n_users=400, n_items=60), TrainConfig(epochs=3, bs=16),
                        store=ModelStore(Path(sys.argv[1])), device="cpu")
-print(json.dumps({"from_store": trained.from_store, "rmse": trained.meta["metrics"]["rmse"]}))
+print(json.dumps({"from_store": trained.from_store, "rmse": trained.record.metrics.rmse}))
 """
 
 
@@ -205,7 +205,7 @@ def test_two_concurrent_writers_leave_one_valid_entry(tmp_path):
     assert len(store.list()) == 1 and not list(root.glob("*.tmp")) and not list(root.glob(".*.tmp"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert store.load(store.list()[0]["key"]) is not None
+        assert store.load(store.list()[0].key) is not None
 
 
 def test_list_delete_and_size(taste, tmp_path):
@@ -215,12 +215,12 @@ def test_list_delete_and_size(taste, tmp_path):
     time.sleep(1.1)  # saved_at has one-second resolution
     two = train_small(taste, store, TrainConfig(epochs=2, model="dot_bias"))
     listed = store.list()
-    assert [m["key"] for m in listed] == [two.key, one.key]  # newest first
-    for meta in listed:
-        ckpt, js = paths(store, meta["key"])
-        assert meta["size_bytes"] == ckpt.stat().st_size + js.stat().st_size > 0
+    assert [r.key for r in listed] == [two.key, one.key]  # newest first
+    for record in listed:
+        ckpt, js = paths(store, record.key)
+        assert record.size_bytes == ckpt.stat().st_size + js.stat().st_size > 0
     assert store.delete(one.key) is True
-    assert [m["key"] for m in store.list()] == [two.key]
+    assert [r.key for r in store.list()] == [two.key]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a deleted entry is simply absent: no warning
         assert store.load(one.key) is None
@@ -236,7 +236,7 @@ def test_damaged_entry_is_retrained(taste, tmp_path):
     with pytest.warns(StoreWarning, match="unusable and will be retrained"):
         again = train_small(taste, store)
     assert not again.from_store
-    assert again.meta["metrics"]["mse"] == pytest.approx(original.meta["metrics"]["mse"], rel=1e-5)
+    assert again.record.metrics.mse == pytest.approx(original.record.metrics.mse, rel=1e-5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert train_small(taste, store).from_store
@@ -246,7 +246,7 @@ def test_entry_of_another_shape_is_retrained(taste, tmp_path):
     store = ModelStore(tmp_path)
     trained = train_small(taste, store)
     wrong = train_small(taste, ModelStore(tmp_path / "other"), TrainConfig(epochs=2, bs=32, n_factors=7))
-    store.save(trained.key, wrong.model, {**trained.meta})
+    store.save(trained.key, wrong.model, trained.record)
     with pytest.warns(StoreWarning, match="does not fit this data and will be retrained"):
         assert not train_small(taste, store).from_store
 
@@ -277,6 +277,27 @@ def test_cli_train_twice_answers_from_the_store(ml100k_dir, tmp_path):
         assert one[name] == two[name], name
     print(f"\ncli train: first {first_seconds:.2f} s, second (store hit) {second_seconds:.2f} s")
     assert second_seconds < first_seconds
+
+
+STORE_HIT = """
+import sys
+from collab_core.cli import main
+code = main(["train", "--json"])
+print(sorted(name for name in ("torch", "pandas") if name in sys.modules))
+sys.exit(code)
+"""
+
+
+def test_cli_store_hit_imports_neither_torch_nor_pandas(trained_edb, session_store, ml100k_dir):
+    env = {"COLLAB_DATA_DIR": str(ml100k_dir), "COLLAB_MODELS_DIR": str(session_store.root)}
+    first = run_cli("train", "--json", env=env)  # a store hit through torch: notes the data's fingerprint
+    assert first.returncode == 0 and "loaded from" in first.stdout, first.stderr
+    run = subprocess.run([sys.executable, "-c", STORE_HIT], cwd=REPO, env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    *_, answer, modules = run.stdout.strip().splitlines()
+    assert json.loads(answer)["key"] == trained_edb.key and json.loads(answer)["from_store"]
+    assert modules == "[]"
 
 
 def test_cli_recommend_and_similar_answer_from_the_store(trained_edb, session_store, ml100k_dir):

@@ -279,10 +279,10 @@ def test_config_refuses_absurd_values(field, value, message):
 @pytest.mark.slow
 def test_seed_recipe_on_ml100k(trained_edb):
     """embedding_dot_bias, fit_one_cycle(5, 5e-3, wd=0.1): the book's 0.81-0.82 (issue 2: <= 0.83)."""
-    history = trained_edb.meta["history"]
-    assert len(history["valid_loss"]) == 5
-    assert history["valid_loss"][-1] <= 0.83
-    assert history["train_loss"] == sorted(history["train_loss"], reverse=True)
+    history = trained_edb.record.history
+    assert len(history.valid_loss) == 5
+    assert history.valid_loss[-1] <= 0.83
+    assert history.train_loss == tuple(sorted(history.train_loss, reverse=True))
 
 
 @pytest.mark.slow
@@ -291,7 +291,7 @@ def test_dot_bias_overfits_without_weight_decay(ml100k):
     from collab_core.learner import get_or_train
 
     trained = get_or_train(ml100k, TrainConfig(model="dot_bias", wd=0.0), device="cpu")
-    train_loss, valid_loss = trained.meta["history"]["train_loss"], trained.meta["history"]["valid_loss"]
-    assert train_loss == sorted(train_loss, reverse=True)
+    train_loss, valid_loss = trained.record.history.train_loss, trained.record.history.valid_loss
+    assert train_loss == tuple(sorted(train_loss, reverse=True))
     assert valid_loss[-1] > min(valid_loss) + 0.02
     assert train_loss[-1] < 0.5 < valid_loss[-1]
