@@ -19,7 +19,7 @@ from collab_core.encoding import Encoded, encode, item_titles
 from collab_core.errors import ConfigError
 from collab_core.foldin import fold_in_user
 from collab_core.learner import Trained
-from collab_core.nets import MODELS, create_model, user_item_biases, user_item_weights
+from collab_core.nets import MODELS
 from collab_core.ranking import predict_pairs, ranking_metrics, recommend, score_users, user_history
 from collab_core.stats import (
     DEMOGRAPHICS,
@@ -61,9 +61,9 @@ def bias_table(
     trained: Trained, n: int = 10, min_ratings: int = 0, of: str = "items"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The n lowest and n highest learned biases: title (or user), bias, mean_rating, n_ratings."""
-    biases = user_item_biases(trained.model)
+    biases = trained.model.biases()
     if biases is None:
-        with_bias = [key for key in MODELS if getattr(create_model(key, 2, 2, 1), "has_bias", False)]
+        with_bias = [key for key, model in MODELS.items() if model.has_bias]
         raise ConfigError(f"model {trained.config.model!r} has no bias terms; "
                           f"train one of {', '.join(with_bias)} to see biases")  # fmt: skip
     name, table = _table(trained, of)
@@ -101,7 +101,7 @@ def most_rated(trained: Trained, n: int) -> np.ndarray:
 
 
 def _item_vectors(trained: Trained, index: np.ndarray) -> np.ndarray:
-    _, item_w = user_item_weights(trained.model)
+    _, item_w = trained.model.factors()
     return item_w[torch.from_numpy(index).to(item_w.device)].cpu().numpy()  # (N, F)
 
 
@@ -153,7 +153,7 @@ def _closeness(trained: Trained, of: str, index: int, metric: str) -> torch.Tens
         raise ConfigError(f"metric must be 'cosine' or 'euclidean', not {metric!r}")
 
     def build() -> tuple[torch.Tensor, torch.Tensor]:
-        weights = _pick(of, user_item_weights(trained.model)).cpu()
+        weights = _pick(of, trained.model.factors()).cpu()
         return weights, torch.nn.functional.normalize(weights, dim=1)
 
     weights, unit = cached(trained, f"{of}_vectors", build)

@@ -27,8 +27,8 @@ from torch import nn
 
 from collab_core.errors import ConfigError
 from collab_core.learner import Trained
-from collab_core.nets import user_item_biases, user_item_weights
-from collab_core.ranking import dot_scores, is_dot_model, top_items
+from collab_core.nets import CollabModel, DotModel
+from collab_core.ranking import dot_scores, top_items
 from collab_core.stats import cached, item_indices
 from collab_core.train import predict
 
@@ -61,12 +61,12 @@ def new_user_scores(
     items = torch.from_numpy(item_indices(trained, ratings)).to(device)
     values = torch.tensor(_check_ratings(ratings, model.y_range), dtype=torch.float32, device=device)
     mean, cov = cached(trained, "user_prior", lambda: _user_prior(model))
-    if is_dot_model(model):
+    if isinstance(model, DotModel):
         w = _map_estimate(model, items, values, mean, cov, l2)  # (F,) or (F + 1,) with the bias
-        n_factors = user_item_weights(model)[0].shape[1]
+        n_factors = model.factors()[0].shape[1]
         bias = w[n_factors:] if len(w) > n_factors else None
         return dot_scores(model, w[None, :n_factors], bias).cpu()[0]
-    if user_item_biases(model) is not None:
+    if model.has_bias:
         raise ConfigError(f"fold-in of model {trained.config.model!r} (not a dot product, with biases) "
                           "is not supported")  # fmt: skip
     new_user = _with_new_user(model, _NewUser(mean, torch.linalg.cholesky(cov)))
@@ -75,10 +75,10 @@ def new_user_scores(
     return predict(new_user, torch.zeros_like(all_items), all_items).cpu()
 
 
-def _user_prior(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _user_prior(model: CollabModel) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) of the trained users' vectors [and biases], in float64."""
-    users, _ = user_item_weights(model)
-    biases = user_item_biases(model)
+    users, _ = model.factors()
+    biases = model.biases()
     z = users[1:] if biases is None else torch.cat([users[1:], biases[0][1:, None]], dim=1)
     z = z.double()  # (n_users - 1, D)
     eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
@@ -110,7 +110,7 @@ def _inverse_link(values: torch.Tensor, y_range: tuple[float, float] | None) -> 
 
 @torch.no_grad()
 def _map_estimate(
-    model: nn.Module,
+    model: DotModel,
     items: torch.Tensor,
     values: torch.Tensor,
     mean: torch.Tensor,
@@ -118,10 +118,10 @@ def _map_estimate(
     l2: float,
 ) -> torch.Tensor:
     """The closed-form user vector [and bias] of the module docstring."""
-    _, item_w = user_item_weights(model)
+    _, item_w = model.factors()
     x = item_w[items].double()  # (k, F)
     target = _inverse_link(values, model.y_range).double()  # (k,)
-    biases = user_item_biases(model)
+    biases = model.biases()
     if biases is not None:
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (k, F + 1)
         target = target - biases[1][items].double()

@@ -19,9 +19,9 @@ from collab_core import analysis
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, default_cache_dir, load_dataset, load_path
 from collab_core.download import ML100K_URL, download_ml100k
-from collab_core.learner import Trained, load_trained, prepare, rows_to_tensors
+from collab_core.learner import Trained, find_lr, load_trained
 from collab_core.store import ModelStore
-from collab_core.train import LRFind, build_model, lr_find, pick_device
+from collab_core.train import LRFind
 from collab_ui.jobs import JobRegistry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,7 +122,4 @@ def lr_sweep(
     _dataset: Dataset, _config: TrainConfig, fingerprint: str, config_key: str, device: str
 ) -> LRFind:
     """The lr finder for a config on a dataset (the model's weights are left untouched)."""
-    encoded, train_rows, _ = prepare(_dataset, _config)
-    model = build_model(_config, encoded.n_users, encoded.n_items, pick_device(device))
-    train = rows_to_tensors(encoded, train_rows)
-    return lr_find(model, train, bs=_config.bs, wd=_config.wd, seed=_config.seed)
+    return find_lr(_dataset, _config, device)
