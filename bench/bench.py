@@ -27,11 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from collab_core import analysis, ranking  # noqa: E402
+from collab_core.config import TrainConfig, preset  # noqa: E402
 from collab_core.data import Dataset, load_dataset  # noqa: E402
-from collab_core.learner import get_or_train, prepare, rows_to_tensors  # noqa: E402
+from collab_core.learner import fit, get_or_train, prepare, rows_to_tensors  # noqa: E402
 from collab_core.nets import MODELS, EmbeddingDotBias  # noqa: E402
+from collab_core.optim import HYPER, one_cycle  # noqa: E402
 from collab_core.settings import Settings  # noqa: E402
-from collab_core.train import TrainConfig, build_model, fit_one_cycle, one_cycle, preset  # noqa: E402
 
 SEEDS = (1, 2, 3)
 ROWS: list[tuple[str, str, str, str, bool | None]] = []  # figure, target, measured, ratio, met
@@ -52,7 +53,8 @@ def plain_reference(dataset: Dataset, seed: int) -> tuple[float, float]:
     valid = rows_to_tensors(encoded, valid_rows)
     torch.manual_seed(seed)
     model = EmbeddingDotBias(encoded.n_users, encoded.n_items, 50)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, betas=(0.95, 0.99), eps=1e-5, weight_decay=0.1)
+    betas = (HYPER.beta1[0], HYPER.beta2)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, betas=betas, eps=HYPER.eps, weight_decay=0.1)
     n_batches, generator = len(ratings) // 64, torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for epoch in range(5):
@@ -60,7 +62,7 @@ def plain_reference(dataset: Dataset, seed: int) -> tuple[float, float]:
         for b in range(n_batches):
             lr, beta1 = one_cycle((epoch * n_batches + b) / (5 * n_batches), 5e-3)
             for group in opt.param_groups:
-                group["lr"], group["betas"] = lr, (beta1, 0.99)
+                group["lr"], group["betas"] = lr, (beta1, HYPER.beta2)
             idx = perm[b * 64 : (b + 1) * 64]
             loss = nn.functional.mse_loss(model(users[idx], items[idx]), ratings[idx])
             opt.zero_grad()
@@ -74,11 +76,7 @@ def plain_reference(dataset: Dataset, seed: int) -> tuple[float, float]:
 
 def ours(dataset: Dataset, config: TrainConfig) -> tuple[float, float]:
     """(fit seconds, valid MSE) of collab_core's loop."""
-    encoded, train_rows, valid_rows = prepare(dataset, config)
-    model = build_model(config, encoded.n_users, encoded.n_items, torch.device("cpu"))
-    result = fit_one_cycle(
-        model, rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows), config
-    )
+    _, result = fit(config, *prepare(dataset, config), torch.device("cpu"))
     return result.fit_seconds, result.valid_loss[-1]
 
 
@@ -152,16 +150,14 @@ SCALE_SCRIPT = """
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[2])
 from collab_core.data import load_dataset
-from collab_core.learner import prepare, rows_to_tensors
-from collab_core.train import TrainConfig, build_model, fit_one_cycle
+from collab_core.config import TrainConfig
+from collab_core.learner import fit, prepare
 import torch
 start = time.perf_counter(); dataset = load_dataset(sys.argv[1]); load_s = time.perf_counter() - start
 config = TrainConfig(sparse=True, bs=8192, epochs=1, lr=1e-2, wd=0.01)
 start = time.perf_counter(); encoded, train_rows, valid_rows = prepare(dataset, config)
 prepare_s = time.perf_counter() - start
-model = build_model(config, encoded.n_users, encoded.n_items, torch.device("cpu"))
-train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
-result = fit_one_cycle(model, train, valid, config)
+model, result = fit(config, encoded, train_rows, valid_rows, torch.device("cpu"))
 print(json.dumps({"ratings": len(dataset.ratings), "load_s": load_s, "prepare_s": prepare_s,
                   "epoch_s": result.fit_seconds, "valid_mse": result.valid_loss[-1],
                   "params": sum(p.numel() for p in model.parameters()),

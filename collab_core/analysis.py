@@ -19,7 +19,7 @@ from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, item_titles
 from collab_core.errors import ConfigError, check_n
 from collab_core.learner import Trained
-from collab_core.nets import MODELS, create_model, user_item_biases, user_item_weights
+from collab_core.nets import MODELS
 from collab_core.ranking import score_users
 from collab_core.stats import DEMOGRAPHICS
 
@@ -54,9 +54,9 @@ def bias_table(
     trained: Trained, n: int = 10, min_ratings: int = 0, of: str = "items"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The n lowest and n highest learned biases: title (or user), bias, mean_rating, n_ratings."""
-    biases = user_item_biases(trained.model)
+    biases = trained.model.biases()
     if biases is None:
-        with_bias = [key for key in MODELS if getattr(create_model(key, 2, 2, 1), "has_bias", False)]
+        with_bias = [key for key, model in MODELS.items() if model.has_bias]
         raise ConfigError(f"model {trained.config.model!r} has no bias terms; "
                           f"train one of {', '.join(with_bias)} to see biases")  # fmt: skip
     name, table = _table(trained, of)
@@ -94,7 +94,7 @@ def most_rated(trained: Trained, n: int) -> np.ndarray:
 
 
 def _item_vectors(trained: Trained, index: np.ndarray) -> np.ndarray:
-    _, item_w = user_item_weights(trained.model)
+    _, item_w = trained.model.factors()
     return item_w[torch.from_numpy(index).to(item_w.device)].cpu().numpy()  # (N, F)
 
 

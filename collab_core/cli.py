@@ -243,13 +243,10 @@ def _train_json(record: StoredModel, config: TrainConfig, from_store: bool) -> d
 
 
 def cmd_lr_find(args: argparse.Namespace, settings: Settings) -> dict:
-    from collab_core.learner import prepare, rows_to_tensors
-    from collab_core.train import build_model, lr_find, pick_device
+    from collab_core.learner import find_lr
 
     dataset, config = load_data(args, settings), config_from_args(args)
-    encoded, train_rows, _ = prepare(dataset, config)
-    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(args.device))
-    found = lr_find(model, rows_to_tensors(encoded, train_rows), bs=config.bs, wd=config.wd, seed=config.seed)
+    found = find_lr(dataset, config, args.device)
     print(f"suggested lr: {found.suggestion:.2e} (valley; {len(found.lrs)} batches swept)")
     return {"model": config.model, "suggestion": found.suggestion, "lrs": found.lrs, "losses": found.losses}
 

@@ -28,8 +28,8 @@ from torch import nn
 
 from collab_core.errors import ConfigError
 from collab_core.learner import Trained
-from collab_core.nets import user_item_biases, user_item_weights
-from collab_core.ranking import dot_scores, is_dot_model, top_items
+from collab_core.nets import DotModel
+from collab_core.ranking import dot_scores, top_items
 from collab_core.train import predict
 
 LOGIT_CLIP = 1e-3  # ratings at the ends of y_range map to logit(0.001) .. logit(0.999)
@@ -60,12 +60,12 @@ def new_user_scores(
     items = torch.from_numpy(trained.lookup.item_indices(ratings)).to(device)
     values = torch.tensor(_check_ratings(ratings, model.y_range), dtype=torch.float32, device=device)
     mean, cov = trained.user_prior
-    if is_dot_model(model):
+    if isinstance(model, DotModel):
         w = _map_estimate(model, items, values, mean, cov, l2)  # (F,) or (F + 1,) with the bias
-        n_factors = user_item_weights(model)[0].shape[1]
+        n_factors = model.factors()[0].shape[1]
         bias = w[n_factors:] if len(w) > n_factors else None
         return dot_scores(model, w[None, :n_factors], bias).cpu()[0]
-    if user_item_biases(model) is not None:
+    if model.has_bias:
         raise ConfigError(f"fold-in of model {trained.config.model!r} (not a dot product, with biases) "
                           "is not supported")  # fmt: skip
     new_user = _with_new_user(model, _NewUser(mean, torch.linalg.cholesky(cov)))
@@ -98,7 +98,7 @@ def _inverse_link(values: torch.Tensor, y_range: tuple[float, float] | None) -> 
 
 @torch.no_grad()
 def _map_estimate(
-    model: nn.Module,
+    model: DotModel,
     items: torch.Tensor,
     values: torch.Tensor,
     mean: torch.Tensor,
@@ -106,10 +106,10 @@ def _map_estimate(
     l2: float,
 ) -> torch.Tensor:
     """The closed-form user vector [and bias] of the module docstring."""
-    _, item_w = user_item_weights(model)
+    _, item_w = model.factors()
     x = item_w[items].double()  # (k, F)
     target = _inverse_link(values, model.y_range).double()  # (k,)
-    biases = user_item_biases(model)
+    biases = model.biases()
     if biases is not None:
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (k, F + 1)
         target = target - biases[1][items].double()

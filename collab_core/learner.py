@@ -1,5 +1,6 @@
-"""Dataset + config -> a trained model, from the store when it is there: the one path that the
-command line, the pages and the tests all take."""
+"""Dataset + config -> a trained model, from the store when it is there, or an lr sweep: the one
+prepare -> build -> fit / find path that the command line, the pages, the benchmark and the tests
+all take."""
 
 from __future__ import annotations
 
@@ -12,16 +13,17 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from collab_core import memory, stats
+from collab_core.config import TrainConfig
 from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, split
 from collab_core.errors import ConfigError, DataError
 from collab_core.lookup import Lookup
+from collab_core.nets import CollabModel, create_model
 from collab_core.record import DataIdentity, History, Metrics, Split, StoredModel
 from collab_core.store import ModelStore, StoreWarning, downsample, entry_key
-from collab_core.train import Callback, FitResult, TrainConfig, build_model, fit_one_cycle, pick_device
+from collab_core.train import Callback, FitResult, LRFind, fit_one_cycle, lr_find, pick_device
 
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -33,7 +35,7 @@ class Trained:
     dataclasses.replace starts without them, so it never sees stale tables)."""
 
     config: TrainConfig
-    model: nn.Module = field(repr=False)
+    model: CollabModel = field(repr=False)
     dataset: Dataset = field(repr=False)
     encoded: Encoded = field(repr=False)
     train_rows: np.ndarray = field(repr=False)  # rows of dataset.ratings used for training
@@ -117,6 +119,36 @@ def prepare(dataset: Dataset, config: TrainConfig) -> tuple[Encoded, np.ndarray,
     return encoded, train_rows, valid_rows
 
 
+def build_model(config: TrainConfig, n_users: int, n_items: int, device: torch.device) -> CollabModel:
+    """Seeded construction of the configured model on `device`."""
+    torch.manual_seed(config.seed)
+    return create_model(config.model, n_users, n_items, config.n_factors, config.y_range).to(device)
+
+
+def fit(
+    config: TrainConfig,
+    encoded: Encoded,
+    train_rows: np.ndarray,
+    valid_rows: np.ndarray,
+    device: torch.device,
+    callback: Callback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[CollabModel, FitResult]:
+    """Build the configured model on `device` and fit it on prepared rows; it is left in eval mode."""
+    model = build_model(config, encoded.n_users, encoded.n_items, device)
+    train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
+    result = fit_one_cycle(model, train, valid, config, callback, should_stop)
+    model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
+    return model, result
+
+
+def find_lr(dataset: Dataset, config: TrainConfig, device: str = "auto") -> LRFind:
+    """fastai's lr finder on a fresh model of the config, over the config's training rows."""
+    encoded, train_rows, _ = prepare(dataset, config)
+    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(device))
+    return lr_find(model, rows_to_tensors(encoded, train_rows), bs=config.bs, wd=config.wd, seed=config.seed)
+
+
 def get_or_train(
     dataset: Dataset,
     config: TrainConfig,
@@ -145,10 +177,7 @@ def get_or_train(
             found = _from_store(store, key, dev, *args)
             if found is not None:
                 return found
-        model = build_model(config, encoded.n_users, encoded.n_items, dev)
-        train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
-        result = fit_one_cycle(model, train, valid, config, callback, should_stop)
-        model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
+        model, result = fit(config, encoded, train_rows, valid_rows, dev, callback, should_stop)
         record = fitted_record(key, config, dataset, encoded, train_rows, valid_rows, result)
         if store is not None:
             record = store.save(key, model, record)

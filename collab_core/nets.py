@@ -6,7 +6,6 @@ Shapes: B = batch size, F = number of factors.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -35,14 +34,51 @@ def trunc_normal_embedding(n: int, width: int, std: float = 0.01) -> nn.Embeddin
     return emb
 
 
-class DotProduct(nn.Module):
+class CollabModel(nn.Module):
+    """Any model of the chapter: forward(users, items) -> (B,) ratings, from a user and an item embedding.
+
+    Its family's facts are class attributes; the accessors give live (writable) views of the weights.
+    """
+
+    has_bias: bool = False  # user and item biases b_u, b_m beside the factors
+    user_factors: nn.Embedding | nn.Parameter
+    item_factors: nn.Embedding | nn.Parameter
+    y_range: YRange | None
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (n_users, F) and (n_items, F) embeddings; writing into them changes the model."""
+        return _weight(self.user_factors).detach(), _weight(self.item_factors).detach()
+
+    def biases(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The (n_users,) and (n_items,) biases, live, or None for models without them."""
+        if not self.has_bias:
+            return None
+        return _weight(self.user_bias).detach().view(-1), _weight(self.item_bias).detach().view(-1)
+
+    def bias_parameters(self) -> list[nn.Parameter]:
+        """The user and item bias parameters (none without biases): the optimizer's bias group."""
+        return [_weight(self.user_bias), _weight(self.item_bias)] if self.has_bias else []
+
+
+def _weight(layer: nn.Embedding | nn.Parameter) -> nn.Parameter:
+    """An embedding layer's weight, or the raw parameter that stands for one."""
+    return layer.weight if isinstance(layer, nn.Embedding) else layer
+
+
+class DotModel(CollabModel):
+    """The dot-product family: r̂ = link(u·m [+ b_u + b_m]), so its matrices give every score."""
+
+    def link(self, x: torch.Tensor) -> torch.Tensor:
+        """sigmoid_range into y_range, or the identity for a model without one."""
+        return x if self.y_range is None else sigmoid_range(x, *self.y_range)
+
+
+class DotProduct(DotModel):
     """r̂ = u·m, or σ_range(u·m) with a y_range.
 
     The book's `Embedding` is fastai's (truncated normal, std 0.01), not nn.Embedding's N(0, 1):
     with N(0, 1) a 50-factor dot product starts near ±7 and the sigmoid saturates.
     """
-
-    has_bias = False
 
     def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange | None = None):
         super().__init__()
@@ -52,10 +88,10 @@ class DotProduct(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         x = (self.user_factors(users) * self.item_factors(items)).sum(dim=1)  # (B,)
-        return x if self.y_range is None else sigmoid_range(x, *self.y_range)
+        return self.link(x)
 
 
-class DotProductBias(nn.Module):
+class DotProductBias(DotModel):
     """r̂ = σ_range(u·m + b_u + b_m): the book's class, with fastai's `Embedding` layers as in the book."""
 
     has_bias = True
@@ -71,7 +107,7 @@ class DotProductBias(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         x = (self.user_factors(users) * self.item_factors(items)).sum(dim=1)  # (B,)
         x = x + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
-        return sigmoid_range(x, *self.y_range)
+        return self.link(x)
 
 
 class EmbeddingDotBias(DotProductBias):
@@ -95,7 +131,7 @@ def create_params(*size: int) -> nn.Parameter:
     return nn.Parameter(torch.zeros(*size).normal_(0, 0.01))
 
 
-class DotProductBiasParams(nn.Module):
+class DotProductBiasParams(DotModel):
     """r̂ = σ_range(u·m + b_u + b_m) from raw parameters indexed directly (the book's own Embedding)."""
 
     has_bias = True
@@ -111,13 +147,11 @@ class DotProductBiasParams(nn.Module):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         x = (self.user_factors[users] * self.item_factors[items]).sum(dim=1)  # (B,)
         x = x + self.user_bias[users] + self.item_bias[items]
-        return sigmoid_range(x, *self.y_range)
+        return self.link(x)
 
 
-class CollabNN(nn.Module):
+class CollabNN(CollabModel):
     """r̂ = σ_range(W₂ ReLU(W₁ [u; m] + c₁) + c₂), embedding widths from get_emb_sz."""
-
-    has_bias = False
 
     def __init__(self, n_users: int, n_items: int, n_hidden: int = 100, y_range: YRange = (0, 5.5)):
         super().__init__()
@@ -140,13 +174,11 @@ def _batch_norm(width: int) -> nn.BatchNorm1d:
     return bn
 
 
-class EmbeddingNN(nn.Module):
+class EmbeddingNN(CollabModel):
     """fastai's `EmbeddingNN` (a TabularModel): [u; m] -> (Linear, ReLU, BatchNorm) per layer -> Linear(1).
 
     r̂ = σ_range(w·h + c), h = BN(ReLU(W₂ BN(ReLU(W₁ [u; m])))); hidden Linears have no bias.
     """
-
-    has_bias = False
 
     def __init__(
         self,
@@ -170,17 +202,15 @@ class EmbeddingNN(nn.Module):
         return sigmoid_range(self.layers(x)[:, 0], *self.y_range)
 
 
-ModelFactory = Callable[[int, int, int, YRange], nn.Module]
-
-# key -> constructor(n_users, n_items, n_factors, y_range); the NN models size their own embeddings
-MODELS: dict[str, ModelFactory] = {
-    "dot": lambda nu, ni, nf, yr: DotProduct(nu, ni, nf),
-    "dot_range": lambda nu, ni, nf, yr: DotProduct(nu, ni, nf, yr),
-    "dot_bias": lambda nu, ni, nf, yr: DotProductBias(nu, ni, nf, yr),
-    "dot_bias_params": lambda nu, ni, nf, yr: DotProductBiasParams(nu, ni, nf, yr),
-    "embedding_dot_bias": lambda nu, ni, nf, yr: EmbeddingDotBias(nu, ni, nf, yr),
-    "collab_nn": lambda nu, ni, nf, yr: CollabNN(nu, ni, y_range=yr),
-    "embedding_nn": lambda nu, ni, nf, yr: EmbeddingNN(nu, ni, y_range=yr),
+# key -> class; "dot" is the book's first DotProduct, without an output range
+MODELS: dict[str, type[CollabModel]] = {
+    "dot": DotProduct,
+    "dot_range": DotProduct,
+    "dot_bias": DotProductBias,
+    "dot_bias_params": DotProductBiasParams,
+    "embedding_dot_bias": EmbeddingDotBias,
+    "collab_nn": CollabNN,
+    "embedding_nn": EmbeddingNN,
 }
 
 
@@ -189,37 +219,11 @@ assert tuple(MODELS) == MODEL_KEYS, "config.MODEL_KEYS must list nets.MODELS"
 
 def create_model(
     key: str, n_users: int, n_items: int, n_factors: int = 50, y_range: YRange = (0, 5.5)
-) -> nn.Module:
-    """Build the model registered under `key`."""
+) -> CollabModel:
+    """Build the model registered under `key`; the NN models size their own embeddings."""
     if key not in MODELS:
         raise ConfigError(f"unknown model {key!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[key](n_users, n_items, n_factors, y_range)
-
-
-def user_item_weights(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (n_users, F) and (n_items, F) factor matrices of any registered model."""
-    return _weight(model.user_factors), _weight(model.item_factors)
-
-
-def user_item_biases(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The (n_users,) and (n_items,) biases, or None for models without biases."""
-    if not getattr(model, "has_bias", False):
-        return None
-    return _weight(model.user_bias).reshape(-1), _weight(model.item_bias).reshape(-1)
-
-
-def _weight(layer: nn.Module | torch.Tensor) -> torch.Tensor:
-    return (layer.weight if isinstance(layer, nn.Embedding) else layer).detach()
-
-
-def dot_parts(
-    model: nn.Module,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-    """Live (user factors, user bias, item factors, item bias) data of a dot-product model.
-
-    Writing into them changes the model; the biases are None for models without them.
-    """
-    user_f, item_f = _weight(model.user_factors), _weight(model.item_factors)
-    if not getattr(model, "has_bias", False):
-        return user_f, None, item_f, None
-    return user_f, _weight(model.user_bias).view(-1), item_f, _weight(model.item_bias).view(-1)
+    model = MODELS[key]
+    if issubclass(model, DotModel):
+        return model(n_users, n_items, n_factors, None if key == "dot" else y_range)
+    return model(n_users, n_items, y_range=y_range)

@@ -12,38 +12,25 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from collab_core.errors import ConfigError, check_n
 from collab_core.learner import Trained
-from collab_core.nets import (
-    DotProduct,
-    DotProductBias,
-    DotProductBiasParams,
-    sigmoid_range,
-    user_item_biases,
-    user_item_weights,
-)
+from collab_core.nets import DotModel
 from collab_core.train import predict
 
 RECOMMEND_COLUMNS = ["title", "predicted", "mean_rating", "n_ratings", "genres", "year"]
 MAX_SCORES = 4_000_000  # users x items scored at once by ranking_metrics
 
 
-def is_dot_model(model: nn.Module) -> bool:
-    """Does the model predict r̂ = σ_range(u·m [+ b_u + b_m]), so its matrices give every score?"""
-    return isinstance(model, (DotProduct, DotProductBias, DotProductBiasParams))
-
-
 @torch.no_grad()
-def dot_scores(model: nn.Module, users: torch.Tensor, user_bias: torch.Tensor | None) -> torch.Tensor:
+def dot_scores(model: DotModel, users: torch.Tensor, user_bias: torch.Tensor | None) -> torch.Tensor:
     """Every item's prediction for user vectors (B, F) [and biases (B,)]: the model's formula."""
-    _, items = user_item_weights(model)
+    _, items = model.factors()
     x = users @ items.T  # (B, I)
-    biases = user_item_biases(model)
+    biases = model.biases()
     if biases is not None:
         x = x + user_bias[:, None] + biases[1][None, :]
-    return x if model.y_range is None else sigmoid_range(x, *model.y_range)
+    return model.link(x)
 
 
 @torch.no_grad()
@@ -52,9 +39,9 @@ def score_users(trained: Trained, users: np.ndarray) -> torch.Tensor:
     model = trained.model
     device = next(model.parameters()).device
     ix = torch.as_tensor(np.asarray(users, dtype=np.int64), device=device)
-    if is_dot_model(model):
-        user_w, _ = user_item_weights(model)
-        biases = user_item_biases(model)
+    if isinstance(model, DotModel):
+        user_w, _ = model.factors()
+        biases = model.biases()
         return dot_scores(model, user_w[ix], None if biases is None else biases[0][ix]).cpu()
     n_items = trained.encoded.n_items
     items = torch.arange(n_items, device=device).repeat(len(ix))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from collab_core.data import Dataset
 from collab_core.encoding import Encoded
-from collab_core.nets import user_item_biases, user_item_weights
+from collab_core.nets import CollabModel
 
 DEMOGRAPHICS = ("age", "gender", "occupation")
 JITTER = 1e-3  # added to Σ's diagonal (times its mean variance) so it is always invertible
@@ -76,17 +75,17 @@ def rows_by_user(encoded: Encoded) -> tuple[np.ndarray, np.ndarray]:
     return order, starts
 
 
-def embeddings(model: nn.Module, of: str) -> tuple[torch.Tensor, torch.Tensor]:
+def embeddings(model: CollabModel, of: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The user (of="users") or item embeddings on the CPU, (n, F), and the same rows scaled to length 1."""
-    users, items = user_item_weights(model)
+    users, items = model.factors()
     weights = (items if of == "items" else users).cpu()
     return weights, torch.nn.functional.normalize(weights, dim=1)
 
 
-def user_prior(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def user_prior(model: CollabModel) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D) of the trained users' vectors [and biases], in float64."""
-    users, _ = user_item_weights(model)
-    biases = user_item_biases(model)
+    users, _ = model.factors()
+    biases = model.biases()
     z = users[1:] if biases is None else torch.cat([users[1:], biases[0][1:, None]], dim=1)
     z = z.double()  # (n_users - 1, D)
     eye = torch.eye(z.shape[1], dtype=z.dtype, device=z.device)

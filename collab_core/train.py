@@ -1,8 +1,6 @@
-"""One-cycle training with fastai's semantics, the lr finder, and progress events.
+"""fastai's `fit_one_cycle` (MSE loss) as one loop, the lr finder, and progress events.
 
-fastai's `fit_one_cycle`: Adam (β₁ scheduled, β₂ 0.99, eps 1e-5) with decoupled weight decay
-(`p *= 1 - lr·wd`), the learning rate cosine-annealed lr_max/25 -> lr_max over the first 25% of
-the steps then -> lr_max/1e5, β₁ 0.95 -> 0.85 -> 0.95 on the same schedule, MSE loss.
+The optimizer, the schedule and the training steps are in optim.py.
 """
 
 from __future__ import annotations
@@ -17,11 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from collab_core.config import PRESETS, TrainConfig, preset
+from collab_core.config import TrainConfig
 from collab_core.errors import ConfigError, TrainingCancelled, TrainingDiverged
-from collab_core.nets import create_model
-
-__all__ = ["PRESETS", "TrainConfig", "preset"]  # the configs live in config.py; re-exported here
+from collab_core.optim import HYPER, FusedDotStep, make_optimizer, one_cycle, pick_step, set_lr_beta1
 
 DIVERGED = 100  # a smoothed loss this many times the first batch's (or 1) means the fit diverged
 
@@ -76,43 +72,6 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _cos(start: float, end: float, pos: float) -> float:
-    return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
-
-
-def one_cycle(
-    pos: float, lr_max: float, div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25
-) -> tuple[float, float]:
-    """fastai's one-cycle (lr, β₁) at position pos in [0, 1) of training."""
-    if pos < pct_start:
-        p = pos / pct_start
-        return _cos(lr_max / div, lr_max, p), _cos(0.95, 0.85, p)
-    p = (pos - pct_start) / (1 - pct_start)
-    return _cos(lr_max, lr_max / div_final, p), _cos(0.85, 0.95, p)
-
-
-def make_optimizer(
-    model: nn.Module, lr: float, wd: float, wd_bias: float | None = None
-) -> torch.optim.Optimizer:
-    """fastai's Adam: decoupled wd on all but Linear biases and BatchNorm (wd_bn_bias=False).
-
-    wd_bias, when given, is the decay of the dot-product models' user and item biases.
-    """
-    no_decay = {id(m.bias) for m in model.modules() if isinstance(m, nn.Linear) and m.bias is not None}
-    no_decay |= {id(p) for m in model.modules() if isinstance(m, nn.BatchNorm1d) for p in m.parameters()}
-    biases = set()
-    if wd_bias is not None and getattr(model, "has_bias", False):
-        biases = {id(p) for p in (*model.user_bias.parameters(), *model.item_bias.parameters())}
-        biases |= {id(p) for p in (model.user_bias, model.item_bias) if isinstance(p, nn.Parameter)}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in no_decay | biases], "weight_decay": wd},
-        {"params": [p for p in model.parameters() if id(p) in biases], "weight_decay": wd_bias or 0.0},
-        {"params": [p for p in model.parameters() if id(p) in no_decay], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.95, 0.99), eps=1e-5, foreach=True)
-
-
 def evaluate(
     model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
 ) -> dict[str, float]:
@@ -137,40 +96,6 @@ def predict(model: nn.Module, users: torch.Tensor, items: torch.Tensor, chunk: i
     return torch.cat(out) if out else torch.empty(0, device=device)
 
 
-class AutogradStep:
-    """One optimizer step per call for any model: autograd and torch's AdamW."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        train: tuple[torch.Tensor, ...],
-        bs: int,
-        lr: float,
-        wd: float,
-        wd_bias: float | None = None,
-    ):
-        self.model, self.bs = model, bs
-        self.users, self.items, self.ratings = train
-        self.opt = make_optimizer(model, lr, wd, wd_bias)
-
-    def shuffle(self, perm: torch.Tensor) -> None:
-        """Reorder the training ratings once per epoch; batches are then plain slices."""
-        self.u, self.i, self.r = self.users[perm], self.items[perm], self.ratings[perm]
-
-    def __call__(self, batch: int, lr: float, beta1: float) -> torch.Tensor:
-        for group in self.opt.param_groups:
-            group["lr"], group["betas"] = lr, (beta1, 0.99)
-        s = slice(batch * self.bs, (batch + 1) * self.bs)
-        loss = nn.functional.mse_loss(self.model(self.u[s], self.i[s]), self.r[s])
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        return loss.detach()
-
-    def sync(self) -> None:
-        """The model's own parameters are already up to date."""
-
-
 def fit_one_cycle(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -184,26 +109,16 @@ def fit_one_cycle(
     """Train `model` (already on its device) with fastai's fit_one_cycle; report via callback.
 
     train/valid are (users, items, ratings) tensors. The dot-product models on the CPU take the
-    fused step of fastdot.py unless fused=False (same maths, far less overhead). Raises
+    fused step unless fused=False (same maths, far less overhead; see optim.pick_step). Raises
     TrainingCancelled when should_stop() turns true, TrainingDiverged on a non-finite loss.
     """
-    from collab_core import distributed, fastdot
-
     device = next(model.parameters()).device
     train = tuple(t.to(device) for t in train)
     n_batches = len(train[2]) // config.bs  # fastai drops the last partial training batch
     if n_batches == 0:
         raise ConfigError(f"batch size {config.bs} is larger than the {len(train[2])} training ratings")
     total = n_batches * config.epochs
-    if config.sparse and not fastdot.supports(model):
-        raise ConfigError(f"sparse updates need a dot-product model on the CPU, not {config.model}")
-    if distributed.active():
-        step_fn = distributed.ShardedStep(model, train, config.bs, config.lr, config.wd, config.wd_bias)
-    elif config.sparse or (fused and fastdot.supports(model)):
-        step_fn = fastdot.FusedDotStep(model, train, config.bs, config.lr, config.wd, config.wd_bias,
-                                       config.sparse)  # fmt: skip
-    else:
-        step_fn = AutogradStep(model, train, config.bs, config.lr, config.wd, config.wd_bias)
+    step_fn = pick_step(model, train, config, fused)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     pending: list = []  # losses since the last report: floats, or 0-dim tensors left on the device
     result, start = FitResult(device=str(device)), time.perf_counter()
@@ -227,7 +142,7 @@ def fit_one_cycle(
             callback(BatchEvent(epoch, step, total, chunk, lr, elapsed, elapsed / step * (total - step)))
 
     threads = torch.get_num_threads()
-    if isinstance(step_fn, fastdot.FusedDotStep):
+    if isinstance(step_fn, FusedDotStep):
         torch.set_num_threads(1)  # its ops are small: a second thread costs more than it gives
     # overflow in the fused NumPy step is reported below as divergence; NumPy's own warnings would
     # only repeat it, once per batch
@@ -292,12 +207,6 @@ class _SmoothLoss:
         return self.avg / (1 - self.beta**self.count)
 
 
-def build_model(config: TrainConfig, n_users: int, n_items: int, device: torch.device) -> nn.Module:
-    """Seeded construction of the configured model on `device`."""
-    torch.manual_seed(config.seed)
-    return create_model(config.model, n_users, n_items, config.n_factors, config.y_range).to(device)
-
-
 @dataclass(frozen=True)
 class LRFind:
     lrs: list[float]  # learning rate of each recorded batch
@@ -322,9 +231,7 @@ def lr_find(
     device = next(model.parameters()).device
     saved = copy.deepcopy(model.state_dict())
     users, items, ratings = (t.to(device) for t in train)
-    opt = make_optimizer(model, start_lr, wd)
-    for group in opt.param_groups:
-        group["betas"] = (0.9, 0.99)
+    opt = make_optimizer(model, wd)
     generator = torch.Generator(device=device).manual_seed(seed)
     lrs, smoothed, best, smooth = [], [], math.inf, _SmoothLoss()
     was_training = model.training
@@ -335,8 +242,7 @@ def lr_find(
             if (i + 1) * bs > len(perm):
                 perm = torch.randperm(len(ratings), device=device, generator=generator)
             lr = start_lr * (end_lr / start_lr) ** (i / num_it)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            set_lr_beta1(opt, lr, HYPER.find_beta1)
             idx = perm[(i * bs) % (len(perm) - bs + 1) :][:bs]
             loss = nn.functional.mse_loss(model(users[idx], items[idx]), ratings[idx])
             opt.zero_grad(set_to_none=True)

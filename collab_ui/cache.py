@@ -19,11 +19,11 @@ from collab_core import analysis, foldin, ranking
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_dataset, load_path
 from collab_core.download import download_ml100k
-from collab_core.learner import Trained, load_trained, prepare, rows_to_tensors
+from collab_core.learner import Trained, find_lr, load_trained
 from collab_core.record import StoredModel
 from collab_core.settings import Settings, current
 from collab_core.store import ModelStore
-from collab_core.train import LRFind, build_model, lr_find, pick_device
+from collab_core.train import LRFind
 from collab_ui.jobs import JobRegistry
 
 
@@ -176,7 +176,4 @@ def fold_in_user(trained: Trained, ratings: dict[str, float], n: int) -> pd.Data
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
 def lr_sweep(dataset: Dataset, config: TrainConfig, device: str) -> LRFind:
     """The lr finder for a config on a dataset (the model's weights are left untouched)."""
-    encoded, train_rows, _ = prepare(dataset, config)
-    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(device))
-    train = rows_to_tensors(encoded, train_rows)
-    return lr_find(model, train, bs=config.bs, wd=config.wd, seed=config.seed)
+    return find_lr(dataset, config, device)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_ml100k
 from collab_core.learner import Trained, get_or_train
 from collab_core.store import ModelStore
-from collab_core.train import TrainConfig
 
 ML100K_DIR = Path(
     os.environ.get("COLLAB_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared/data/ml-100k"

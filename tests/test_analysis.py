@@ -22,10 +22,11 @@ from collab_core.analysis import (
     tsne_items,
     user_stats,
 )
+from collab_core.config import TrainConfig
 from collab_core.errors import ConfigError, DataError
 from collab_core.foldin import fold_in_user, new_user_scores
-from collab_core.learner import Trained, get_or_train, prepare
-from collab_core.nets import MODELS, user_item_biases, user_item_weights
+from collab_core.learner import Trained, build_model, get_or_train, prepare
+from collab_core.nets import MODELS
 from collab_core.ranking import (
     dot_scores,
     metrics_at_k,
@@ -35,7 +36,7 @@ from collab_core.ranking import (
     score_users,
     user_history,
 )
-from collab_core.train import TrainConfig, build_model, predict
+from collab_core.train import predict
 
 TOP_BIAS = ("Titanic", "Shawshank Redemption", "Schindler's List", "L.A. Confidential",
             "Silence of the Lambs", "Star Wars", "Good Will Hunting", "Rear Window",
@@ -134,7 +135,7 @@ def test_pca_of_the_most_rated_items(trained_edb):
     assert np.all(np.diff(ratio) < 0) and 0 < ratio.sum() < 1
     counts = item_stats(trained_edb)["n_ratings"]
     assert coords["n_ratings"].min() >= counts.drop(coords.index).max()  # the 1,000 most rated
-    weights = user_item_weights(trained_edb.model)[1][torch.tensor(coords.index)].numpy()
+    weights = trained_edb.model.factors()[1][torch.tensor(coords.index)].numpy()
     projected = (weights - weights.mean(axis=0)) @ components.T
     np.testing.assert_allclose(coords[["pc1", "pc2", "pc3"]].to_numpy(), projected, atol=1e-4)
     assert coords[["pc1", "pc2"]].var().is_monotonic_decreasing
@@ -171,7 +172,7 @@ def test_nearest_items_are_sorted_and_exclude_the_item(trained_edb):
     everything = similarities(trained_edb, "Star Wars (1977)")
     assert everything[star_wars] == pytest.approx(1.0, abs=1e-6)  # a vector's cosine with itself
     assert everything.drop(star_wars).max() == pytest.approx(near["similarity"].iloc[0])
-    weights = user_item_weights(trained_edb.model)[1].numpy()
+    weights = trained_edb.model.factors()[1].numpy()
     unit = weights / np.linalg.norm(weights, axis=1, keepdims=True)
     np.testing.assert_allclose(near["similarity"], unit[near.index] @ unit[star_wars], atol=1e-5)
 
@@ -310,8 +311,8 @@ def test_fold_in_predicts_real_users_as_well_as_their_embeddings(trained_edb):
 
 def test_fold_in_of_nobody_is_the_average_user(trained_edb):
     average = fold_in_user(trained_edb, {}, n=10)
-    users = user_item_weights(trained_edb.model)[0][1:].mean(dim=0)
-    user_bias, _ = user_item_biases(trained_edb.model)
+    users = trained_edb.model.factors()[0][1:].mean(dim=0)
+    user_bias, _ = trained_edb.model.biases()
     expected = dot_scores(trained_edb.model, users[None], user_bias[1:].mean()[None])[0]
     np.testing.assert_allclose(average["predicted"], expected[average.index].numpy(), atol=1e-5)
     with pytest.raises(ConfigError, match=r"rating of 'Fargo \(1996\)' must be a finite number in 0..5.5"):

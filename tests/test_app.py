@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from collab_core import analysis, ranking
+from collab_core.config import TrainConfig
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore, entry_key
-from collab_core.train import TrainConfig
 from collab_ui import cache
 from collab_ui.jobs import DONE, RUNNING, STOPPED, JobRegistry
 

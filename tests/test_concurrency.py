@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from collab_core import learner, ranking
+from collab_core.config import TrainConfig
 from collab_core.learner import get_or_train, load_trained
 from collab_core.store import ModelStore
-from collab_core.train import TrainConfig
 from collab_ui.jobs import DONE, JobRegistry
 
 SESSIONS, REQUESTS = 8, 20

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from collab_core.config import TrainConfig
 from collab_core.data import load_path
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore
-from collab_core.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "streamlit_app.py"

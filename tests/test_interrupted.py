@@ -24,10 +24,10 @@ import pandas as pd
 import pytest
 
 from collab_core.cli import main
+from collab_core.config import TrainConfig
 from collab_core.data import Dataset
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore, StoreWarning
-from collab_core.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ZIP = Path(os.environ.get("COLLAB_DATA_ZIP") or REPO.parent / "shared/data/ml-100k.zip")

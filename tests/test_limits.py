@@ -19,12 +19,13 @@ import pytest
 import torch
 
 from collab_core import cli, data, download, learner, memory
+from collab_core.config import TrainConfig
 from collab_core.data import load_path
 from collab_core.errors import ConfigError, TrainingDiverged
-from collab_core.learner import get_or_train
+from collab_core.learner import build_model, get_or_train
 from collab_core.nets import MODELS, create_model
 from collab_core.store import ModelStore
-from collab_core.train import TrainConfig, build_model, fit_one_cycle
+from collab_core.train import fit_one_cycle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,7 +202,7 @@ import numpy as np, pandas as pd
 from collab_core.data import Dataset
 from collab_core.learner import get_or_train
 from collab_core.synth import SynthSpec, synth_ratings
-from collab_core.train import TrainConfig
+from collab_core.config import TrainConfig
 spec = SynthSpec(n_users=10_000, n_items=2_000, n_ratings=500_000)
 ratings = synth_ratings(spec).rename(columns={"userId": "user", "movieId": "item"})
 index = pd.Index(range(spec.n_items), name="item")

@@ -4,17 +4,17 @@ import pytest
 import torch
 from torch import nn
 
+from collab_core.config import TrainConfig
 from collab_core.errors import ConfigError
+from collab_core.learner import build_model
 from collab_core.nets import (
     MODELS,
     CollabNN,
     EmbeddingNN,
     create_model,
     get_emb_sz,
-    user_item_biases,
-    user_item_weights,
 )
-from collab_core.train import TrainConfig, build_model, fit_one_cycle
+from collab_core.train import fit_one_cycle
 
 DOT_FAMILY = ["dot", "dot_range", "dot_bias", "dot_bias_params", "embedding_dot_bias"]
 DESIGN_KEYS = [*DOT_FAMILY, "collab_nn", "embedding_nn"]
@@ -97,9 +97,9 @@ def test_dot_models_compute_their_formula(key):
     torch.manual_seed(0)
     model = create_model(key, 12, 9, n_factors=4)
     users, items = a_batch()
-    user_f, item_f = user_item_weights(model)
+    user_f, item_f = model.factors()
     x = (user_f[users] * item_f[items]).sum(1)
-    biases = user_item_biases(model)
+    biases = model.biases()
     if biases is not None:
         x = x + biases[0][users] + biases[1][items]
     expected = x if key in UNBOUNDED else torch.sigmoid(x) * 5.5

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from collab_core.analysis import nearest_items
+from collab_core.config import TrainConfig
 from collab_core.learner import get_or_train
 from collab_core.ranking import recommend, user_history
 from collab_core.store import MAX_BATCH_POINTS, ModelStore, StoreWarning
-from collab_core.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = TrainConfig(epochs=2, bs=32, lr=0.05)
@@ -181,7 +181,7 @@ sys.path.insert(0, sys.argv[2])
 from conftest import taste_dataset
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore
-from collab_core.train import TrainConfig
+from collab_core.config import TrainConfig
 trained = get_or_train(taste_dataset(n_users=400, n_items=60), TrainConfig(epochs=3, bs=16),
                        store=ModelStore(Path(sys.argv[1])), device="cpu")
 print(json.dumps({"from_store": trained.from_store, "rmse": trained.record.metrics.rmse}))

@@ -6,19 +6,12 @@ import pytest
 import torch
 from torch import nn
 
+from collab_core.config import TrainConfig
 from collab_core.errors import ConfigError, TrainingCancelled, TrainingDiverged
+from collab_core.learner import build_model
 from collab_core.nets import create_model
-from collab_core.train import (
-    BatchEvent,
-    EpochEvent,
-    TrainConfig,
-    build_model,
-    evaluate,
-    fit_one_cycle,
-    lr_find,
-    make_optimizer,
-    one_cycle,
-)
+from collab_core.optim import AutogradStep, FusedDotStep, make_optimizer, one_cycle, pick_step, set_lr_beta1
+from collab_core.train import BatchEvent, EpochEvent, evaluate, fit_one_cycle, lr_find
 
 CPU = torch.device("cpu")
 
@@ -120,7 +113,8 @@ def test_weight_decay_is_decoupled_and_skips_biases_and_batchnorm():
         model.bn.weight.normal_()
         model.bn.bias.normal_()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = make_optimizer(model, lr=0.1, wd=0.5)
+    opt = make_optimizer(model, wd=0.5)
+    set_lr_beta1(opt, 0.1, 0.9)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)  # no gradient: only the decay moves the weights
     opt.step()
@@ -132,13 +126,12 @@ def test_weight_decay_is_decoupled_and_skips_biases_and_batchnorm():
 def test_optimizer_steps_like_fastais_adam():
     torch.manual_seed(0)
     model = Tiny()
-    opt = make_optimizer(model, lr=1e-3, wd=0.1)
+    opt = make_optimizer(model, wd=0.1)
     initial = {n: p.detach().clone() for n, p in model.named_parameters()}
     expected, states = dict(initial), {n: {} for n in initial}
     for step, pos in enumerate((0.0, 0.1, 0.25)):  # three steps, lr and β₁ scheduled as in a fit
         lr, mom = one_cycle(pos, 1e-2)
-        for group in opt.param_groups:
-            group["lr"], group["betas"] = lr, (mom, 0.99)
+        set_lr_beta1(opt, lr, mom)
         g = torch.Generator().manual_seed(step)
         grads = {n: torch.randn(p.shape, generator=g) for n, p in expected.items()}
         for name, p in model.named_parameters():
@@ -149,6 +142,52 @@ def test_optimizer_steps_like_fastais_adam():
     for name, p in model.named_parameters():
         assert torch.allclose(p.detach(), expected[name], rtol=1e-5, atol=1e-8), name
         assert (p.detach() - initial[name]).abs().min() > 1e-4, name  # every weight moved
+
+
+def test_bias_weight_decay_is_the_models_bias_parameters():
+    torch.manual_seed(0)
+    model = create_model("dot_bias_params", 5, 4, 3)
+    opt = make_optimizer(model, wd=0.1, wd_bias=0.0)
+    decays = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert {decays[id(p)] for p in model.bias_parameters()} == {0.0}
+    assert decays[id(model.user_factors)] == decays[id(model.item_factors)] == 0.1
+    assert create_model("dot", 5, 4, 3).bias_parameters() == []
+
+
+# --- the steps ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["dot", "dot_range", "dot_bias", "dot_bias_params", "embedding_dot_bias"])
+@pytest.mark.parametrize("wd_bias", [None, 0.0])
+def test_fused_step_agrees_with_autograd(key, wd_bias, data):
+    """The fused NumPy step is the autograd step's maths: the same losses and weights after 10 steps."""
+    config = TrainConfig(model=key, n_factors=4, seed=0)
+    initial = build_model(config, 30, 20, CPU).state_dict()
+    perm = torch.randperm(len(data[0][2]), generator=torch.Generator().manual_seed(0))
+    models, losses = [], []
+    for kind in (AutogradStep, FusedDotStep):
+        model = build_model(config, 30, 20, CPU)
+        step = kind(model, data[0], 64, 0.1, wd_bias)
+        step.shuffle(perm)
+        losses.append([float(step(b, *one_cycle(b / 10, 1e-2))) for b in range(10)])
+        step.sync()
+        models.append(model.state_dict())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for name, weights in models[0].items():
+        assert torch.allclose(weights, models[1][name], rtol=1e-4, atol=1e-6), name
+        assert not torch.equal(weights, initial[name]), f"{name} did not move"
+
+
+def test_pick_step(data):
+    config = TrainConfig(model="dot_bias", bs=64)
+    model = build_model(config, 30, 20, CPU)
+    assert isinstance(pick_step(model, data[0], config), FusedDotStep)
+    assert type(pick_step(model, data[0], config, fused=False)) is AutogradStep
+    nn_config = TrainConfig(model="embedding_nn", bs=64)
+    assert type(pick_step(build_model(nn_config, 30, 20, CPU), data[0], nn_config)) is AutogradStep
+    sparse = TrainConfig(model="embedding_nn", bs=64, sparse=True)
+    with pytest.raises(ConfigError, match="sparse updates need a dot-product model on the CPU"):
+        pick_step(build_model(sparse, 30, 20, CPU), data[0], sparse)
 
 
 # --- metrics ------------------------------------------------------------------------------------
