@@ -27,6 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from collab_core.settings import Settings  # noqa: E402
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 DRAWN = '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-stale="true"]\')'
 FIRST_PAINT = '[data-testid="stCaptionContainer"], [data-testid="stMarkdownContainer"]'  # any text
@@ -174,7 +177,7 @@ def main() -> int:
     p.add_argument("--models-dir", help="a model store to use (default: an empty one)")
     args = parser.parse_args()
     if args.what == "cold":
-        data = args.data or os.environ.get("COLLAB_DATA_DIR") or REPO.parent / "shared/data/ml-100k"
+        data = args.data or Settings.from_env().data_dir or REPO.parent / "shared/data/ml-100k"
         cold(Path(data), args.timeout)
     else:
         scale(args.folder, args.timeout, args.model_timeout, args.models_dir)
