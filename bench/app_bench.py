@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from collab_core.settings import Settings  # noqa: E402
+
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 DRAWN = '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-stale="true"]\')'
 FIRST_PAINT = '[data-testid="stCaptionContainer"], [data-testid="stMarkdownContainer"]'  # any text
