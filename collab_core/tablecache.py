@@ -1,0 +1,117 @@
+"""A columnar cache of parsed tables: Parquet files keyed by the source's signature.
+
+A source (a file, a folder, a zip) is known by the paths, sizes and modification times of its
+files plus the options it was read with; the parsed tables are kept under
+`cache_dir/tables/<key>/` (one Parquet file per table, folds as .npy, a meta.json). Each entry is
+written to a temporary folder and moved into place with one `os.replace`, so an interrupted load
+leaves no half-written entry; an entry that cannot be read is removed and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+VERSION = 1  # bump when what a loader produces changes: old entries are then never matched
+MAX_SOURCE_FILES = 10_000  # a folder with more files than this is not worth signing file by file
+STALE_SECONDS = 3600  # temporary folders older than this were left by an interrupted write
+
+
+def source_key(path: Path, options: Mapping[str, object]) -> str | None:
+    """A hash of what the source is (its files' paths, sizes, mtimes) and how it is read; None when
+    the source cannot be signed (too many files, unreadable)."""
+    path = path.resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if len(files) > MAX_SOURCE_FILES:
+        return None
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps([VERSION, str(path), sorted((k, str(v)) for k, v in options.items())]).encode())
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            return None
+        h.update(f"{f}\x00{st.st_size}\x00{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def read_entry(
+    cache_dir: Path, key: str
+) -> tuple[dict[str, pd.DataFrame | None], dict[str, np.ndarray], dict] | None:
+    """The cached tables, folds and meta of a key; None on a miss or a damaged entry (then removed)."""
+    folder = cache_dir / "tables" / key
+    if not folder.is_dir():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != VERSION:
+            raise ValueError("an entry of another version")
+        frames = {
+            name: pq.read_table(folder / f"{name}.parquet", use_threads=True).to_pandas(split_blocks=True)
+            if present
+            else None
+            for name, present in meta["tables"].items()
+        }
+        folds = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in meta["folds"]}
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return frames, folds, meta
+
+
+def write_entry(
+    cache_dir: Path,
+    key: str,
+    frames: Mapping[str, pd.DataFrame | None],
+    folds: Mapping[str, np.ndarray],
+    meta: dict,
+) -> bool:
+    """Write an entry atomically; False (and nothing left behind) when it cannot be written."""
+    root = cache_dir / "tables"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    except OSError:
+        return False
+    try:
+        for name, frame in frames.items():
+            if frame is not None:
+                pq.write_table(pa.Table.from_pandas(frame), tmp / f"{name}.parquet", compression="lz4")
+        for name, array in folds.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, array, allow_pickle=False)
+        full_meta = {
+            **meta,
+            "version": VERSION,
+            "tables": {name: frame is not None for name, frame in frames.items()},
+            "folds": list(folds),
+        }
+        (tmp / "meta.json").write_text(json.dumps(full_meta))
+        os.replace(tmp, root / key)  # atomic; fails if another process wrote the same entry first
+        return True
+    except (OSError, ValueError, TypeError, pa.ArrowException):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+
+def _remove_stale(root: Path) -> None:
+    """Temporary folders of writes that were interrupted (a killed process) an hour ago or more."""
+    now = time.time()
+    for tmp in root.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue
