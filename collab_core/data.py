@@ -2,7 +2,7 @@
 
 Every loader returns a `Dataset`: one row per rating (raw ids, as in the files, held as int32 or
 categorical codes and float32 ratings) plus item and user metadata. Where the files are in each
-layout is `layouts.py`; parsing is `tables.py`; the Parquet cache of parsed tables is
+layout is `layouts.py`; parsing is `tables.py`; the columnar cache of parsed tables is
 `tablecache.py`. Encoding to indices and splitting live in `encoding.py`.
 """
 
@@ -170,9 +170,9 @@ def load_path(
 ) -> Dataset:
     """Load whatever `path` is: a MovieLens folder or zip (any release), a table, or a zip of one.
 
-    cache_dir: where parsed tables are kept (Parquet), so a second open is fast; None: no cache.
-    progress: called with (bytes read, total bytes) as the ratings are parsed, possibly from a
-    reader thread.
+    cache_dir: where parsed tables are kept (Arrow IPC), so a second open is fast; None: no cache.
+    progress: called with (bytes read, total bytes) after each block of the ratings is parsed, from
+    the calling thread.
     """
     path = Path(path)
     if not path.exists():

@@ -225,20 +225,21 @@ def read_ratings_file(
         picked = _pick_columns(fmt, columns)
     except DataError as e:
         raise DataError(f"{path.name}: {e}") from None
-    typed = {picked["user"]: pa.int64(), picked["item"]: pa.int64(), picked["rating"]: pa.float32()}
+    # int32 ids: ids beyond it fail the fast read and go the careful way, as text
+    typed = {picked["user"]: pa.int32(), picked["item"]: pa.int32(), picked["rating"]: pa.float32()}
     table = read_columns(path, fmt, list(dict.fromkeys(picked.values())), typed, progress)
     if table.num_rows == 0:
         raise DataError(f"{path.name} has a header but no ratings")
     source = path.name
-    ratings = pd.DataFrame(
-        {
-            "user": ids(table[picked["user"]], picked["user"], source),
-            "item": ids(table[picked["item"]], picked["item"], source),
-            "rating": ratings_column(table[picked["rating"]], picked["rating"], source),
-        }
-    )
-    if "timestamp" in picked and (ts := timestamps(table[picked["timestamp"]])) is not None:
-        ratings["timestamp"] = ts
+    columns_out = {}
+    convert = {"user": ids, "item": ids, "rating": ratings_column, "timestamp": timestamps}
+    for role, to_numpy in convert.items():  # column by column, each freed once converted
+        if role in picked:
+            columns_out[role] = to_numpy(table[picked[role]], picked[role], source)
+            table = table.drop_columns([picked[role]])  # roles never share a column
+    if columns_out.get("timestamp") is None:
+        columns_out.pop("timestamp", None)
+    ratings = pd.DataFrame(columns_out, copy=False)
     parts = Parts(name or path.name, ratings)
     if fmt.encoding != "utf-8":
         parts.warnings.append(f"{path.name} is not UTF-8: read as Latin-1")

@@ -1,10 +1,15 @@
-"""A columnar cache of parsed tables: Parquet files keyed by the source's signature.
+"""A columnar cache of parsed tables: Arrow IPC files keyed by the source's signature.
 
 A source (a file, a folder, a zip) is known by the paths, sizes and modification times of its
 files plus the options it was read with; the parsed tables are kept under
-`cache_dir/tables/<key>/` (one Parquet file per table, folds as .npy, a meta.json). Each entry is
-written to a temporary folder and moved into place with one `os.replace`, so an interrupted load
-leaves no half-written entry; an entry that cannot be read is removed and rebuilt.
+`cache_dir/tables/<key>/` (one Arrow IPC file per table, folds as .npy, a meta.json with each
+file's size). Each entry is written to a temporary folder and moved into place with one
+`os.replace`, so an interrupted load leaves no half-written entry; an entry that cannot be read,
+or whose files have other sizes than it recorded, is removed and rebuilt.
+
+Why Arrow IPC (uncompressed) and not Parquet: 25M ratings (500 MB of columns) read back in 0.4 s
+memory-mapped, against 2.9-5.2 s for Parquet (lz4, zstd or none) on the same 2-core machine; the
+cost is disk (500 MB against 230 MB).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 
 VERSION = 1  # bump when what a loader produces changes: old entries are then never matched
 MAX_SOURCE_FILES = 10_000  # a folder with more files than this is not worth signing file by file
@@ -57,12 +62,17 @@ def read_entry(
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("version") != VERSION:
             raise ValueError("an entry of another version")
-        frames = {
-            name: pq.read_table(folder / f"{name}.parquet", use_threads=True).to_pandas(split_blocks=True)
-            if present
-            else None
-            for name, present in meta["tables"].items()
-        }
+        frames = {}
+        for name, size in meta["tables"].items():
+            path = folder / f"{name}.arrow"
+            if size is None:
+                frames[name] = None
+                continue
+            if path.stat().st_size != size:  # truncated or replaced: the mapped file would lie
+                raise ValueError(f"{path} has another size than written")
+            table = feather.read_table(path, memory_map=True)
+            table.validate()
+            frames[name] = table.to_pandas(split_blocks=True)
         folds = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in meta["folds"]}
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         shutil.rmtree(folder, ignore_errors=True)
@@ -86,16 +96,21 @@ def write_entry(
     except OSError:
         return False
     try:
+        sizes = {}
         for name, frame in frames.items():
+            sizes[name] = None
             if frame is not None:
-                pq.write_table(pa.Table.from_pandas(frame), tmp / f"{name}.parquet", compression="lz4")
+                feather.write_feather(
+                    pa.Table.from_pandas(frame), tmp / f"{name}.arrow", compression="uncompressed"
+                )
+                sizes[name] = (tmp / f"{name}.arrow").stat().st_size
         for name, array in folds.items():
             with open(tmp / f"{name}.npy", "wb") as f:
                 np.save(f, array, allow_pickle=False)
         full_meta = {
             **meta,
             "version": VERSION,
-            "tables": {name: frame is not None for name, frame in frames.items()},
+            "tables": sizes,
             "folds": list(folds),
         }
         (tmp / "meta.json").write_text(json.dumps(full_meta))

