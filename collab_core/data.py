@@ -247,8 +247,8 @@ def _guard(path: Path, fmt: TableFormat) -> None:
         raise DataError(f"{path.name} is {_bytes(size)}; the limit is {_bytes(MAX_FILE_BYTES)}")
     rows = math.ceil(size / fmt.bytes_per_row)  # exact for small files: the head is all of it
     if rows > 1.2 * MAX_ROWS:  # a margin: rows in the head may be longer than the average
-        raise DataError(f"{path.name} has more than {MAX_ROWS:,} ratings, the limit (about {rows:,} "
-                        "by its size); use a sample of it")  # fmt: skip
+        raise DataError(f"{path.name} has more than {MAX_ROWS:,} ratings, the limit; use a sample of it "
+                        f"(about {rows:,} by its size)")  # fmt: skip
     needed, free = rows * LOAD_BYTES_PER_RATING, available_bytes()
     if free is not None and needed > free:
         raise DataError(f"{path.name} holds about {rows:,} ratings; loading them needs about "
