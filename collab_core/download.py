@@ -86,17 +86,28 @@ def _check_sizes(zip_path: Path, infos: list[zipfile.ZipInfo]) -> None:
         raise DataError(f"{zip_path} expands to {total:,} bytes; the limit is {MAX_EXTRACT_BYTES:,} bytes")
 
 
-def safe_extract(zip_path: Path, dest: Path) -> None:
-    """Extract a zip into `dest`, checking every entry first; a late failure may leave a part."""
+def safe_extract(
+    zip_path: Path,
+    dest: Path,
+    wanted: Callable[[str], bool] | None = None,
+    max_zip_bytes: int = MAX_ZIP_BYTES,
+) -> None:
+    """Extract a zip into `dest`, checking every entry first; a late failure may leave a part.
+
+    wanted: which members (by name) to extract; every member's path is checked all the same.
+    """
     zip_path, root = Path(zip_path), Path(dest).resolve()
     try:
-        if zip_path.stat().st_size > MAX_ZIP_BYTES:
-            raise DataError(f"{zip_path} is larger than {MAX_ZIP_BYTES:,} bytes")
+        if zip_path.stat().st_size > max_zip_bytes:
+            raise DataError(f"{zip_path} is larger than {max_zip_bytes:,} bytes")
         with zipfile.ZipFile(zip_path) as archive:
             infos = archive.infolist()
             targets = [_member_path(info, root) for info in infos]
-            _check_sizes(zip_path, infos)
-            for info, target in zip(infos, targets, strict=True):
+            pairs = [
+                (i, t) for i, t in zip(infos, targets, strict=True) if wanted is None or wanted(i.filename)
+            ]
+            _check_sizes(zip_path, [info for info, _ in pairs])
+            for info, target in pairs:
                 if info.is_dir():
                     target.mkdir(parents=True, exist_ok=True)
                     continue

@@ -10,10 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from collab_core.errors import ConfigError
-from collab_core.nets import create_model
 
 FIXED_BYTES = 200_000_000  # torch's code and buffers that the first training in a process touches
 BYTES_PER_RATING = 100  # index and rating tensors, encoding's sorts, the split, an epoch's shuffle
@@ -30,6 +27,10 @@ CGROUP_FILES = (
 
 def n_parameters(model: str, n_users: int, n_items: int, n_factors: int) -> int:
     """The exact parameter count of a model, built on the meta device (no memory allocated)."""
+    import torch  # here: the data layer reads available_bytes without paying torch's import
+
+    from collab_core.nets import create_model
+
     with torch.device("meta"):
         return sum(p.numel() for p in create_model(model, n_users, n_items, n_factors).parameters())
 

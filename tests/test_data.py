@@ -193,7 +193,7 @@ def test_csv_with_header(tmp_path):
     ds = load_path(path)
     r = ds.ratings
     assert list(r.columns) == ["user", "item", "rating", "timestamp"]
-    assert len(r) == 12 and str(r.user.dtype) == "int64" and str(r.item.dtype) == "int64"
+    assert len(r) == 12 and str(r.user.dtype) == "int32" and str(r.item.dtype) == "int32"  # compact ids
     assert r.rating.tolist()[:4] == [1.5, 2.5, 3.5, 4.5]
     assert r.timestamp.tolist()[:2] == [1011, 1012]
     assert ds.items.loc[2, "title"] == "Movie 2, The (1992)" and ds.items.loc[2, "year"] == 1992

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from collab_core.data import FOLDS, load_path
+from collab_core.config import FOLDS
+from collab_core.data import load_path
 from collab_core.encoding import NA, encode, item_titles, split
 from collab_core.errors import ConfigError, DataError
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from collab_core import cli, data, download, learner, memory
+from collab_core import cli, data, download, learner, memory, tables
 from collab_core.config import TrainConfig
 from collab_core.data import load_path
 from collab_core.errors import ConfigError, TrainingDiverged
@@ -141,18 +141,18 @@ def test_the_row_limit_stops_reading_instead_of_filling_memory(tmp_path, monkeyp
     pd.DataFrame({"user": rows % 997, "item": rows // 997, "rating": rows % 5 + 1}).to_csv(path, index=False)
     monkeypatch.setattr(data, "MAX_ROWS", 1000)
     read = []
-    real = pd.read_csv
+    real = tables.read_table
 
     def spy(*args, **kwargs):
-        read.append(len(frame := real(*args, **kwargs)))
-        return frame
+        read.append(len(table := real(*args, **kwargs)))
+        return table
 
-    monkeypatch.setattr(pd, "read_csv", spy)
+    monkeypatch.setattr(tables, "read_table", spy)
     with pytest.raises(
         data.DataError, match=r"many\.csv has more than 1,000 ratings, the limit; use a sample"
     ):
         load_path(path)
-    assert read == [1001]  # not the file's 200,000
+    assert read == []  # refused from its size before any row was parsed (not the file's 200,000)
 
 
 # --- memory --------------------------------------------------------------------------------------

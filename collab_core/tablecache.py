@@ -1,0 +1,132 @@
+"""A columnar cache of parsed tables: Arrow IPC files keyed by the source's signature.
+
+A source (a file, a folder, a zip) is known by the paths, sizes and modification times of its
+files plus the options it was read with; the parsed tables are kept under
+`cache_dir/tables/<key>/` (one Arrow IPC file per table, folds as .npy, a meta.json with each
+file's size). Each entry is written to a temporary folder and moved into place with one
+`os.replace`, so an interrupted load leaves no half-written entry; an entry that cannot be read,
+or whose files have other sizes than it recorded, is removed and rebuilt.
+
+Why Arrow IPC (uncompressed) and not Parquet: 25M ratings (500 MB of columns) read back in 0.4 s
+memory-mapped, against 2.9-5.2 s for Parquet (lz4, zstd or none) on the same 2-core machine; the
+cost is disk (500 MB against 230 MB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+
+VERSION = 1  # bump when what a loader produces changes: old entries are then never matched
+MAX_SOURCE_FILES = 10_000  # a folder with more files than this is not worth signing file by file
+STALE_SECONDS = 3600  # temporary folders older than this were left by an interrupted write
+
+
+def source_key(path: Path, options: Mapping[str, object]) -> str | None:
+    """A hash of what the source is (its files' paths, sizes, mtimes) and how it is read; None when
+    the source cannot be signed (too many files, unreadable)."""
+    path = path.resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    if len(files) > MAX_SOURCE_FILES:
+        return None
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps([VERSION, str(path), sorted((k, str(v)) for k, v in options.items())]).encode())
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            return None
+        h.update(f"{f}\x00{st.st_size}\x00{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def read_entry(
+    cache_dir: Path, key: str
+) -> tuple[dict[str, pd.DataFrame | None], dict[str, np.ndarray], dict] | None:
+    """The cached tables, folds and meta of a key; None on a miss or a damaged entry (then removed)."""
+    folder = cache_dir / "tables" / key
+    if not folder.is_dir():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != VERSION:
+            raise ValueError("an entry of another version")
+        frames = {}
+        for name, size in meta["tables"].items():
+            path = folder / f"{name}.arrow"
+            if size is None:
+                frames[name] = None
+                continue
+            if path.stat().st_size != size:  # truncated or replaced: the mapped file would lie
+                raise ValueError(f"{path} has another size than written")
+            table = feather.read_table(path, memory_map=True)
+            table.validate()
+            frames[name] = table.to_pandas(split_blocks=True)
+        folds = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in meta["folds"]}
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return frames, folds, meta
+
+
+def write_entry(
+    cache_dir: Path,
+    key: str,
+    frames: Mapping[str, pd.DataFrame | None],
+    folds: Mapping[str, np.ndarray],
+    meta: dict,
+) -> bool:
+    """Write an entry atomically; False (and nothing left behind) when it cannot be written."""
+    root = cache_dir / "tables"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale(root)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root))
+    except OSError:
+        return False
+    try:
+        sizes = {}
+        for name, frame in frames.items():
+            sizes[name] = None
+            if frame is not None:
+                feather.write_feather(
+                    pa.Table.from_pandas(frame), tmp / f"{name}.arrow", compression="uncompressed"
+                )
+                sizes[name] = (tmp / f"{name}.arrow").stat().st_size
+        for name, array in folds.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, array, allow_pickle=False)
+        full_meta = {
+            **meta,
+            "version": VERSION,
+            "tables": sizes,
+            "folds": list(folds),
+        }
+        (tmp / "meta.json").write_text(json.dumps(full_meta))
+        os.replace(tmp, root / key)  # atomic; fails if another process wrote the same entry first
+        return True
+    except (OSError, ValueError, TypeError, pa.ArrowException):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+
+def _remove_stale(root: Path) -> None:
+    """Temporary folders of writes that were interrupted (a killed process) an hour ago or more."""
+    now = time.time()
+    for tmp in root.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue
