@@ -134,7 +134,7 @@ def scale(folder: Path, timeout: float, model_timeout: float, models_dir: str | 
         page = stack.enter_context(browser_page())
         page.goto(url)
         wait_interactive(page, timeout * 1000)
-        page.get_by_text("Path", exact=True).click()
+        page.get_by_role("radio", name="Path").click()
         box = page.get_by_placeholder("/data/ml-100k or ratings.csv")
         box.fill(str(folder))
         start = time.perf_counter()
@@ -151,7 +151,7 @@ def scale(folder: Path, timeout: float, model_timeout: float, models_dir: str | 
                 t = time.perf_counter()
                 page.goto(f"{url}/{name}")
                 with contextlib.suppress(Exception):
-                    page.get_by_text("Path", exact=True).click()
+                    page.get_by_role("radio", name="Path").click()
                     page.get_by_placeholder("/data/ml-100k or ratings.csv").fill(str(folder))
                     page.get_by_placeholder("/data/ml-100k or ratings.csv").press("Enter")
                     wait_interactive(page, timeout * 1000)

@@ -81,9 +81,17 @@ def default_dataset(data_dir: str | None, cache_dir: str) -> Dataset:
     return load_dataset(None, data_dir=data_dir, cache_dir=Path(cache_dir), download=False)
 
 
-@st.cache_resource(max_entries=2, show_spinner="Reading the ratings…")
-def path_dataset(path: str, columns: tuple[tuple[str, str | None], ...]) -> Dataset:
-    return load_path(Path(path).expanduser(), columns=dict(columns))
+@st.cache_resource(max_entries=2, show_spinner=False)
+def path_dataset(
+    path: str,
+    columns: tuple[tuple[str, str | None], ...],
+    _progress: Callable[[int, int], None] | None = None,
+) -> Dataset:
+    """A folder, table or zip on the server; big tables are kept parsed in the cache folder, so a
+    second open (after a restart too) reads them back in a fraction of a second."""
+    return load_path(
+        Path(path).expanduser(), columns=dict(columns), cache_dir=cache_dir(), progress=_progress
+    )
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the upload…")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 import torch
@@ -143,7 +144,7 @@ def _dataset_picker(notices) -> Dataset | None:
             columns = _column_options()
             if not path.strip():
                 return None
-            dataset = cache.path_dataset(path.strip(), columns)
+            dataset = _read_path(path.strip(), columns, notices)
         else:
             if cache.ml100k_missing():
                 _download(notices)
@@ -162,6 +163,21 @@ def _dataset_picker(notices) -> Dataset | None:
     for warning in dataset.warnings:
         st.caption(f":material/warning: {warning}")
     return dataset
+
+
+def _read_path(path: str, columns: tuple[tuple[str, str | None], ...], notices) -> Dataset:
+    """Read a server-side folder or file with a progress bar above the page (big tables take seconds)."""
+    with notices:
+        bar = st.empty()
+
+    def progress(done: int, total: int) -> None:
+        fraction = min(done / total, 1.0) if total else 0.0
+        bar.progress(fraction, text=f"Reading {Path(path).name}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
+
+    try:
+        return cache.path_dataset(path, columns, _progress=progress)
+    finally:
+        bar.empty()
 
 
 def _column_options() -> tuple[tuple[str, str | None], ...]:
