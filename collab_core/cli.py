@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("download", help="fetch ml-100k into the cache folder (verified), print where it is")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("synth", help="write a MovieLens-25M-shaped synthetic ratings folder")
     p.add_argument("out", type=Path, help="the folder to write ratings.csv and movies.csv into")
     p.add_argument("--users", type=int, help="default: MovieLens 25M's 162,541")
@@ -309,6 +311,18 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> dict:
             "similar": _records(table)}  # fmt: skip
 
 
+def cmd_download(args: argparse.Namespace, settings: Settings) -> dict:
+    from collab_core.download import download_ml100k
+
+    bar = ProgressBar("downloading ml-100k")
+    try:
+        folder = download_ml100k(settings.cache_dir, settings.ml100k_url, progress=bar)
+    finally:
+        bar.close()
+    print(folder)
+    return {"folder": str(folder)}
+
+
 def cmd_synth(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.synth import SynthSpec, write_synth
 
@@ -333,6 +347,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "recommend": cmd_recommend,
     "similar": cmd_similar,
+    "download": cmd_download,
     "synth": cmd_synth,
 }
 

@@ -1,5 +1,6 @@
 """Downloading ml-100k from a real local HTTP server, and extracting hostile zips safely."""
 
+import json
 import os
 import socket
 import stat
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from collab_core import download
+from collab_core import cli, download
 from collab_core.download import download_ml100k, safe_extract, verify_ml100k
 from collab_core.errors import DataError
 
@@ -110,6 +111,27 @@ def test_good_download_verifies_and_reports_progress(server: Server, tmp_path: P
     assert counts == sorted(set(counts))  # strictly increasing
     assert counts[-1] == size
     assert {total for _, total in calls} == {size}
+
+
+@needs_zip
+def test_cli_download_fills_the_cache_folder(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m collab_core download`, as .ci/run uses it on a fresh clone: the verified folder
+    lands in the user cache and its path is printed; a second call reuses it without a request."""
+    server.replies = [send(zip_bytes())]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("COLLAB_ML100K_URL", server.url)
+    assert cli.main(["download", "--json"]) == 0
+    folder = tmp_path / "collab-explorer" / "ml-100k"
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(folder) and json.loads(out[-1]) == {"folder": str(folder)}
+    verify_ml100k(folder)
+    assert cli.main(["download"]) == 0 and server.requests == 1
+    server.replies = [not_found]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "elsewhere"))
+    assert cli.main(["download"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: ")
 
 
 @needs_zip
