@@ -155,10 +155,13 @@ def _dataset_picker(notices) -> Dataset | None:
             if source == "ml-100k":
                 st.info(OFFLINE_HINT, icon=":material/wifi_off:")
         return None
-    s = dataset.summary()
+    s, scale = dataset.summary(), dataset.rating_scale
+    low, high = scale.y_range
     st.caption(
         f"**{dataset.name}**: {s['ratings']:,} ratings · {s['users']:,} users · "
-        f"{s['items']:,} movies · {1 - s['density']:.1%} empty"
+        f"{s['items']:,} movies · {1 - s['density']:.1%} empty  \n"
+        f"ratings {scale.low:g}-{scale.high:g}{' in half stars' if scale.half_stars else ''} · "
+        f"output range {low:g}-{high:g}"
     )
     for warning in dataset.warnings:
         st.caption(f":material/warning: {warning}")
