@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -81,17 +83,46 @@ def default_dataset(data_dir: str | None, cache_dir: str) -> Dataset:
     return load_dataset(None, data_dir=data_dir, cache_dir=Path(cache_dir), download=False)
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
+@dataclass
+class _Shelf:
+    """Datasets read from server paths, shared by sessions: the last two, one reader per path."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    datasets: OrderedDict = field(default_factory=OrderedDict)  # (path, columns) -> Dataset
+    readers: dict = field(default_factory=dict)  # (path, columns) -> the lock its reader holds
+
+
+@st.cache_resource(show_spinner=False)
+def _path_shelf() -> _Shelf:
+    return _Shelf()
+
+
 def path_dataset(
     path: str,
     columns: tuple[tuple[str, str | None], ...],
-    _progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
     """A folder, table or zip on the server; big tables are kept parsed in the cache folder, so a
-    second open (after a restart too) reads them back in a fraction of a second."""
-    return load_path(
-        Path(path).expanduser(), columns=dict(columns), cache_dir=cache_dir(), progress=_progress
-    )
+    second open (after a restart too) reads them back in a fraction of a second.
+
+    Not an st.cache_resource: its progress callback draws in the caller's page, which a cached
+    function may not do; a second session asking for the same path waits for the first read.
+    """
+    shelf, key = _path_shelf(), (path, columns)
+    with shelf.lock:
+        reader = shelf.readers.setdefault(key, threading.Lock())
+    with reader:
+        with shelf.lock:
+            if key in shelf.datasets:
+                shelf.datasets.move_to_end(key)
+                return shelf.datasets[key]
+        folder = Path(path).expanduser()
+        dataset = load_path(folder, columns=dict(columns), cache_dir=cache_dir(), progress=progress)
+        with shelf.lock:
+            shelf.datasets[key] = dataset
+            while len(shelf.datasets) > 2:
+                shelf.datasets.popitem(last=False)
+    return dataset
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the upload…")

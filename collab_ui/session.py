@@ -178,7 +178,7 @@ def _read_path(path: str, columns: tuple[tuple[str, str | None], ...], notices) 
         bar.progress(fraction, text=f"Reading {Path(path).name}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
 
     try:
-        return cache.path_dataset(path, columns, _progress=progress)
+        return cache.path_dataset(path, columns, progress)
     finally:
         bar.empty()
 
