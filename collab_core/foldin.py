@@ -75,7 +75,7 @@ def new_user_vector(
 ) -> UserVector:
     """The vector [and bias] of a new user fitted to `ratings` ({title or id: rating})."""
     items = trained.lookup.item_indices(ratings)
-    return solve_user(trained, torch.from_numpy(items), _check_ratings(ratings, trained.model.y_range),
+    return solve_user(trained, torch.from_numpy(items), check_ratings(ratings, trained.model.y_range),
                       l2, steps, lr)  # fmt: skip
 
 
@@ -113,7 +113,8 @@ def vector_scores(trained: Trained, user: UserVector) -> torch.Tensor:
     _, item_w = model.factors()
     return model.link(model.raw(user.factors.expand(len(item_w), -1), item_w)).cpu()
 
-def _check_ratings(ratings: Mapping[object, float], y_range: tuple[float, float] | None) -> list[float]:
+
+def check_ratings(ratings: Mapping[object, float], y_range: tuple[float, float] | None) -> list[float]:
     """The ratings' values, each a finite number within y_range, or a ConfigError naming the item."""
     values = []
     for item, value in ratings.items():
