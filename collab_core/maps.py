@@ -40,7 +40,8 @@ class AxisLabel:
 
 def genre_flags(genres: pd.Series) -> pd.DataFrame:
     """One 0/1 column per genre ("A|B" strings), in name order; an empty string flags nothing."""
-    return genres.fillna("").str.get_dummies(sep="|").sort_index(axis=1)
+    flags = genres.fillna("").str.get_dummies(sep="|")
+    return flags.drop(columns="", errors="ignore").sort_index(axis=1)
 
 
 def axis_labels(pca: PCAResult, n: int = 2, min_abs: float = 0.1) -> tuple[AxisLabel, ...]:

@@ -60,16 +60,18 @@ def what_if(
     original = _solve(trained, before, l2, steps, lr)
     edited = _solve(trained, after, l2, steps, lr)
     trained_vector = UserVector.of(trained.model, u)
-    bias = None
+    bias = None  # the change first: an empty edit leaves the trained vector exactly as it is
     if trained_vector.bias is not None:
-        bias = trained_vector.bias + edited.bias - original.bias
-    vector = UserVector(trained_vector.factors + edited.factors - original.factors, bias)
+        bias = trained_vector.bias + (edited.bias - original.bias)
+    vector = UserVector(trained_vector.factors + (edited.factors - original.factors), bias)
     scores, scores_before = vector_scores(trained, vector), vector_scores(trained, trained_vector)
     recommendations = top_items(trained, scores, np.fromiter(after, np.int64), n, min_ratings)
-    rank_before = _ranks(trained, scores_before, np.fromiter(before, np.int64), min_ratings)
+    rank_before = pd.array(_ranks(trained, scores_before, np.fromiter(before, np.int64), min_ratings),
+                           dtype="Int64")[recommendations.index]  # fmt: skip
+    rank_before[rank_before == 0] = pd.NA  # rated before the edit: not on the list then
     recommendations = recommendations.assign(
         rank=np.arange(1, len(recommendations) + 1),
-        rank_before=pd.array(rank_before[recommendations.index], dtype="Int64"),
+        rank_before=rank_before,
         predicted_before=scores_before.numpy()[recommendations.index],
     )
     recommendations["rank_change"] = recommendations["rank_before"] - recommendations["rank"]
