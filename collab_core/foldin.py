@@ -14,6 +14,10 @@ l2 plays the noise variance: the seed model's residual variance in logit space i
 to 0.75 (valid), and 0.5 predicts ml-100k users' validation ratings from their training ratings
 about as well as their trained embeddings do. NN models: Adam steps on the same objective in
 rating space, on w = w̄ + L z (Σ = L Lᵀ, so the penalty is l2 ‖z‖²), every weight frozen.
+
+`solve_user` returns the fitted vector itself (a `UserVector`), so a new user can be explained
+(explain.py) and placed on the map (maps.py), and an existing user's edited ratings re-solved
+(whatif.py); `vector_scores` scores any such vector.
 """
 
 from __future__ import annotations

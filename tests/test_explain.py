@@ -21,7 +21,7 @@ from collab_core.explain import because_new_user_rated, because_you_rated, break
 from collab_core.foldin import UserVector, new_user_vector, vector_scores
 from collab_core.learner import Trained, get_or_train
 from collab_core.maps import axis_labels, genre_flags, genre_readability, user_on_map, vector_on_map
-from collab_core.nets import MODELS, DotModel
+from collab_core.nets import DotModel
 from collab_core.ranking import recommend, user_history
 from collab_core.train import predict
 from collab_core.whatif import what_if
@@ -33,13 +33,6 @@ PAIRS = [(2, "Horror 0 (1980)"), (3, "Horror 0 (1980)"), (5, "Kids 13 (1993)"), 
 def forward(trained: Trained, user: object, item: object) -> float:
     u, i = trained.lookup.user_index(user), trained.lookup.item_index(item)
     return float(predict(trained.model, torch.tensor([u]), torch.tensor([i]))[0])
-
-
-@pytest.fixture(scope="module", params=list(MODELS))
-def taste_model(request, taste) -> Trained:
-    epochs = 10 if "nn" not in request.param else 6
-    return get_or_train(taste, TrainConfig(model=request.param, epochs=epochs, lr=0.05, bs=32, wd=0.01),
-                        device="cpu")  # fmt: skip
 
 
 # ---- breakdowns, every model ----------------------------------------------------------------------
