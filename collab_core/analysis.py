@@ -54,16 +54,22 @@ def bias_table(
     trained: Trained, n: int = 10, min_ratings: int = 0, of: str = "items"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The n lowest and n highest learned biases: title (or user), bias, mean_rating, n_ratings."""
-    biases = trained.model.biases()
-    if biases is None:
-        with_bias = [key for key, model in MODELS.items() if model.has_bias]
-        raise ConfigError(f"model {trained.config.model!r} has no bias terms; "
-                          f"train one of {', '.join(with_bias)} to see biases")  # fmt: skip
+    biases = learned_biases(trained)
     name, table = _table(trained, of)
     out = table[[name, "mean_rating", "n_ratings"]].assign(bias=_pick(of, biases)[1:].cpu().numpy())
     out = out.loc[out["n_ratings"] >= min_ratings, [name, "bias", "mean_rating", "n_ratings"]]
     ordered = out.sort_values("bias", kind="stable")
     return ordered.head(check_n(n)), ordered.tail(n).iloc[::-1]
+
+
+def learned_biases(trained: Trained) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's user and item biases, or a ConfigError naming the models that have them."""
+    biases = trained.model.biases()
+    if biases is None:
+        with_bias = [key for key, model in MODELS.items() if model.has_bias]
+        raise ConfigError(f"model {trained.config.model!r} has no bias terms; "
+                          f"train one of {', '.join(with_bias)} to see biases")  # fmt: skip
+    return biases
 
 
 def _table(trained: Trained, of: str) -> tuple[str, pd.DataFrame]:

@@ -1,4 +1,4 @@
-"""The command line: `python -m collab_core {train,lr-find,evaluate,recommend,similar}`.
+"""The command line: `python -m collab_core {train,lr-find,evaluate,recommend,similar,explain}`.
 
 Exit status 0 on success, 2 on bad input or usage (one line `error: ...` on stderr), 1 on an
 unexpected failure. With --json the last line of stdout is one JSON object.
@@ -72,11 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recommend", parents=[data, model], help="top unseen movies for a user")
     p.add_argument("--user", required=True)
     p.add_argument("--n", type=int, default=10)
+    what = "what if the user rated TITLE so (STARS '-' removes the rating); repeatable"
+    p.add_argument("--rate", action="append", default=[], metavar="TITLE=STARS", help=what)
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("similar", parents=[data, model], help="nearest movies to a movie")
     p.add_argument("--movie", required=True, help="a title (or an id with --item-key id)")
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--metric", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser(
+        "explain", parents=[data, model], help="where a user's prediction for a movie comes from"
+    )
+    p.add_argument("--user", required=True)
+    p.add_argument("--movie", required=True, help="a title (or an id with --item-key id)")
+    p.add_argument(
+        "--top", type=int, default=5, help="factors shown one by one (dot models; the rest summed)"
+    )
+    p.add_argument("--n", type=int, default=5, help="rated movies shown as 'because you rated'")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("download", help="fetch ml-100k into the cache folder (verified), print where it is")
     p.add_argument("--json", action="store_true")
@@ -111,7 +123,7 @@ def config_from_args(args: argparse.Namespace, split: str | None = None) -> Trai
         given["y_range"] = tuple(given["y_range"])
     if split is not None:
         given["split"] = split
-    default = "fast" if args.command in ("recommend", "similar") else "book"
+    default = "fast" if args.command in ("recommend", "similar", "explain") else "book"
     return preset(args.preset or default, **given)
 
 
@@ -294,11 +306,63 @@ def _trained(args: argparse.Namespace, settings: Settings) -> Trained:
 def cmd_recommend(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.ranking import recommend
 
+    if args.rate:
+        return _what_if(args, settings)
     trained = _trained(args, settings)
     table = recommend(trained, args.user, n=args.n)
     print(table.to_string(index=False))
     return {"user": args.user, "model": trained.config.model, "key": trained.key,
             "recommendations": _records(table)}  # fmt: skip
+
+
+def _what_if(args: argparse.Namespace, settings: Settings) -> dict:
+    """recommend --rate: the list after the edits, with each movie's rank before them."""
+    from collab_core.whatif import what_if
+
+    edits = parse_rates(args.rate)  # bad flags fail before the model is read
+    trained = _trained(args, settings)
+    table = what_if(trained, args.user, edits, n=args.n).recommendations
+    print(table.drop(columns=["genres", "year"]).to_string(index=False))
+    rated = [{"title": title, "rating": rating} for title, rating in edits.items()]
+    return {"user": args.user, "model": trained.config.model, "key": trained.key, "what_if": rated,
+            "recommendations": _records(table)}  # fmt: skip
+
+
+def parse_rates(rates: list[str]) -> dict[str, float | None]:
+    """--rate "TITLE=STARS" flags -> {title: stars}, None for "TITLE=-" (remove the rating)."""
+    edits: dict[str, float | None] = {}
+    for rate in rates:
+        title, sep, stars = rate.rpartition("=")
+        if not sep or not title.strip():
+            raise UsageError(f"--rate takes TITLE=STARS (or TITLE=- to remove a rating), not {rate!r}")
+        if stars.strip() == "-":
+            edits[title.strip()] = None
+            continue
+        try:
+            edits[title.strip()] = float(stars)
+        except ValueError:
+            raise UsageError(f"--rate {rate!r}: the stars must be a number (or '-'), not {stars!r}") from None
+    return edits
+
+
+def cmd_explain(args: argparse.Namespace, settings: Settings) -> dict:
+    from collab_core.explain import because_you_rated, breakdown
+
+    trained = _trained(args, settings)
+    found = breakdown(trained, args.user, args.movie, top=args.top)
+    because = because_you_rated(trained, args.user, args.movie, n=args.n)
+    link = "identity" if found.y_range is None else "sigmoid_range({:g}, {:g})".format(*found.y_range)
+    print(f"user {found.user}, {found.title}: predicted {found.prediction:.3f}")
+    for part in found.parts:
+        print(f"  {part.name:<24}{part.value:+.4f}")
+    print(f"  {'raw score':<24}{found.raw:+.4f} -> {link} -> {found.prediction:.3f}")
+    if found.position is not None:
+        print(f"  {found.position:.0%} of the way from {found.y_range[0]:g} to {found.y_range[1]:g}")
+    print(f"  ({found.method}; parts sum to the raw score within {abs(found.residual):.1e})")
+    print("because you rated:")
+    print(because.to_string(index=False))
+    return {"user": found.user, "movie": found.title, "model": trained.config.model, "key": trained.key,
+            **found.to_dict(), "because": _records(because)}  # fmt: skip
 
 
 def cmd_similar(args: argparse.Namespace, settings: Settings) -> dict:
@@ -347,6 +411,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "recommend": cmd_recommend,
     "similar": cmd_similar,
+    "explain": cmd_explain,
     "download": cmd_download,
     "synth": cmd_synth,
 }

@@ -14,25 +14,43 @@ l2 plays the noise variance: the seed model's residual variance in logit space i
 to 0.75 (valid), and 0.5 predicts ml-100k users' validation ratings from their training ratings
 about as well as their trained embeddings do. NN models: Adam steps on the same objective in
 rating space, on w = w̄ + L z (Σ = L Lᵀ, so the penalty is l2 ‖z‖²), every weight frozen.
+
+`solve_user` returns the fitted vector itself (a `UserVector`), so a new user can be explained
+(explain.py) and placed on the map (maps.py), and an existing user's edited ratings re-solved
+(whatif.py); `vector_scores` scores any such vector.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
-from torch import nn
 
 from collab_core.errors import ConfigError
 from collab_core.learner import Trained
-from collab_core.nets import DotModel
+from collab_core.nets import CollabModel, DotModel, NNModel
 from collab_core.ranking import dot_scores, top_items
-from collab_core.train import predict
 
 LOGIT_CLIP = 1e-3  # ratings at the ends of y_range map to logit(0.001) .. logit(0.999)
+
+
+@dataclass(frozen=True, eq=False)
+class UserVector:
+    """One user's embedding (F,) [and bias], from the model's table or solved for: a row the model
+    can score and explain without holding it."""
+
+    factors: torch.Tensor  # (F,) on the model's device
+    bias: torch.Tensor | None = None  # () for the models with biases
+
+    @classmethod
+    def of(cls, model: CollabModel, user: int) -> UserVector:
+        """The trained vector [and bias] of user index `user`."""
+        users, _ = model.factors()
+        biases = model.biases()
+        return cls(users[user].clone(), None if biases is None else biases[0][user].clone())
 
 
 def fold_in_user(
@@ -53,28 +71,55 @@ def new_user_scores(
     trained: Trained, ratings: Mapping[object, float], l2: float = 0.5, steps: int = 60, lr: float = 0.1
 ) -> torch.Tensor:
     """(n_items,) predictions for a new user fitted to `ratings` (steps and lr: NN models only)."""
+    return vector_scores(trained, new_user_vector(trained, ratings, l2, steps, lr))
+
+
+def new_user_vector(
+    trained: Trained, ratings: Mapping[object, float], l2: float = 0.5, steps: int = 60, lr: float = 0.1
+) -> UserVector:
+    """The vector [and bias] of a new user fitted to `ratings` ({title or id: rating})."""
+    items = trained.lookup.item_indices(ratings)
+    return solve_user(trained, torch.from_numpy(items), check_ratings(ratings, trained.model.y_range),
+                      l2, steps, lr)  # fmt: skip
+
+
+def solve_user(
+    trained: Trained, items: torch.Tensor, ratings: list[float], l2: float = 0.5, steps: int = 60,
+    lr: float = 0.1,
+) -> UserVector:  # fmt: skip
+    """The user vector [and bias] that fits these ratings of item indices under the prior, the
+    items held fixed: closed form for dot models, Adam steps for NN models."""
     if not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 > 0):
         raise ConfigError(f"l2 must be a positive number, not {l2!r}")
     model = trained.model
     device = next(model.parameters()).device
-    items = torch.from_numpy(trained.lookup.item_indices(ratings)).to(device)
-    values = torch.tensor(_check_ratings(ratings, model.y_range), dtype=torch.float32, device=device)
+    items = items.to(device)
+    values = torch.tensor(ratings, dtype=torch.float32, device=device)
     mean, cov = trained.user_prior
     if isinstance(model, DotModel):
         w = _map_estimate(model, items, values, mean, cov, l2)  # (F,) or (F + 1,) with the bias
         n_factors = model.factors()[0].shape[1]
-        bias = w[n_factors:] if len(w) > n_factors else None
-        return dot_scores(model, w[None, :n_factors], bias).cpu()[0]
-    if model.has_bias:
-        raise ConfigError(f"fold-in of model {trained.config.model!r} (not a dot product, with biases) "
-                          "is not supported")  # fmt: skip
-    new_user = _with_new_user(model, _NewUser(mean, torch.linalg.cholesky(cov)))
-    _fit_new_user(new_user, items, values, l2, steps, lr)
-    all_items = torch.arange(trained.encoded.n_items, device=device)
-    return predict(new_user, torch.zeros_like(all_items), all_items).cpu()
+        return UserVector(w[:n_factors], w[n_factors] if len(w) > n_factors else None)
+    if not isinstance(model, NNModel):
+        raise ConfigError(f"fold-in of model {trained.config.model!r} (neither a dot product nor an MLP "
+                          "over embeddings) is not supported")  # fmt: skip
+    mean, chol = mean.float(), torch.linalg.cholesky(cov).float()
+    z = _fit_new_user(model, items, values, mean, chol, l2, steps, lr)
+    return UserVector(mean + chol @ z)
 
 
-def _check_ratings(ratings: Mapping[object, float], y_range: tuple[float, float] | None) -> list[float]:
+@torch.no_grad()
+def vector_scores(trained: Trained, user: UserVector) -> torch.Tensor:
+    """(n_items,) predictions on the CPU for one user vector (column 0 is #na#)."""
+    model = trained.model
+    if isinstance(model, DotModel):
+        return dot_scores(model, user.factors[None], None if user.bias is None else user.bias[None]).cpu()[0]
+    _, item_w = model.factors()
+    return model.link(model.raw(user.factors.expand(len(item_w), -1), item_w)).cpu()
+
+
+def check_ratings(ratings: Mapping[object, float], y_range: tuple[float, float] | None) -> list[float]:
+    """The ratings' values, each a finite number within y_range, or a ConfigError naming the item."""
     values = []
     for item, value in ratings.items():
         try:
@@ -118,41 +163,31 @@ def _map_estimate(
     return w.float()
 
 
-class _NewUser(nn.Module):
-    """Stands in for a model's user table: every index gives the one new user w̄ + L z."""
-
-    def __init__(self, mean: torch.Tensor, chol: torch.Tensor):
-        super().__init__()
-        self.mean, self.chol = mean.float(), chol.float()
-        self.z = nn.Parameter(torch.zeros_like(self.mean))  # (F,), N(0, I) under the prior
-
-    def forward(self, users: torch.Tensor) -> torch.Tensor:
-        return (self.mean + self.chol @ self.z).expand(len(users), -1)  # (B, F)
-
-
-def _with_new_user(model: nn.Module, new_user: _NewUser) -> nn.Module:
-    """A copy of the model that shares all its tensors but whose user table is `new_user`."""
-    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    copied = copy.deepcopy(model, memo=shared).eval()
-    copied.user_factors = new_user
-    return copied
-
-
 def _fit_new_user(
-    model: nn.Module, items: torch.Tensor, values: torch.Tensor, l2: float, steps: int, lr: float
-) -> None:
-    """Adam on z only: Σ (r̂ - r)² + l2 ‖z‖²; the shared weights never get a .grad.
+    model: NNModel,
+    items: torch.Tensor,
+    values: torch.Tensor,
+    mean: torch.Tensor,
+    chol: torch.Tensor,
+    l2: float,
+    steps: int,
+    lr: float,
+) -> torch.Tensor:
+    """Adam on z only, w = w̄ + L z: Σ (r̂ - r)² + l2 ‖z‖²; the model's weights never get a .grad.
 
     Adam is written out: torch.optim would import torch._dynamo, seconds of start-up for one vector.
     """
-    z = model.user_factors.z
+    z = torch.zeros_like(mean, requires_grad=True)  # (F,), N(0, I) under the prior
     m, v = torch.zeros_like(z), torch.zeros_like(z)  # Adam's moments, betas (0.9, 0.999)
-    users = torch.zeros_like(items)
+    _, item_w = model.factors()
+    item_w = item_w[items]  # (k, F_items)
     with torch.enable_grad():
         for step in range(1, (steps if len(items) else 0) + 1):
-            loss = ((model(users, items) - values) ** 2).sum() + l2 * (z * z).sum()
+            w = (mean + chol @ z).expand(len(items), -1)  # (k, F)
+            loss = ((model.link(model.raw(w, item_w)) - values) ** 2).sum() + l2 * (z * z).sum()
             (grad,) = torch.autograd.grad(loss, [z])
             with torch.no_grad():
                 m.mul_(0.9).add_(grad, alpha=0.1)
                 v.mul_(0.999).addcmul_(grad, grad, value=0.001)
                 z -= lr * (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8)
+    return z.detach()

@@ -38,6 +38,11 @@ class Lookup:
             raise self._unknown_user(user)
         return found
 
+    def user_id(self, index: int) -> object:
+        """The raw user id of an embedding index, as a plain Python value."""
+        user = self.encoded.users[index]
+        return user.item() if isinstance(user, np.generic) else user
+
     def user_indices(self, users: Iterable[object]) -> np.ndarray:
         return np.array([self.user_index(u) for u in users], dtype=np.int64)
 

@@ -59,6 +59,10 @@ class CollabModel(nn.Module):
         """The user and item bias parameters (none without biases): the optimizer's bias group."""
         return [_weight(self.user_bias), _weight(self.item_bias)] if self.has_bias else []
 
+    def link(self, x: torch.Tensor) -> torch.Tensor:
+        """The output link from the raw score: sigmoid_range into y_range, or the identity without one."""
+        return x if self.y_range is None else sigmoid_range(x, *self.y_range)
+
 
 def _weight(layer: nn.Embedding | nn.Parameter) -> nn.Parameter:
     """An embedding layer's weight, or the raw parameter that stands for one."""
@@ -68,9 +72,21 @@ def _weight(layer: nn.Embedding | nn.Parameter) -> nn.Parameter:
 class DotModel(CollabModel):
     """The dot-product family: r̂ = link(u·m [+ b_u + b_m]), so its matrices give every score."""
 
-    def link(self, x: torch.Tensor) -> torch.Tensor:
-        """sigmoid_range into y_range, or the identity for a model without one."""
-        return x if self.y_range is None else sigmoid_range(x, *self.y_range)
+
+class NNModel(CollabModel):
+    """The neural family: r̂ = σ_range(f([u; m])), an MLP `layers` over the concatenated embeddings.
+
+    User and item embeddings are separate spaces (of different widths) that only meet inside f.
+    """
+
+    layers: nn.Sequential
+
+    def raw(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
+        """f([u; m]), the score before the link, from embedding rows (B, Fu) and (B, Fi)."""
+        return self.layers(torch.cat([user_vectors, item_vectors], dim=1))[:, 0]  # (B,)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.link(self.raw(self.user_factors(users), self.item_factors(items)))
 
 
 class DotProduct(DotModel):
@@ -150,7 +166,7 @@ class DotProductBiasParams(DotModel):
         return self.link(x)
 
 
-class CollabNN(CollabModel):
+class CollabNN(NNModel):
     """r̂ = σ_range(W₂ ReLU(W₁ [u; m] + c₁) + c₂), embedding widths from get_emb_sz."""
 
     def __init__(self, n_users: int, n_items: int, n_hidden: int = 100, y_range: YRange = (0, 5.5)):
@@ -161,10 +177,6 @@ class CollabNN(CollabModel):
         self.layers = nn.Sequential(nn.Linear(width, n_hidden), nn.ReLU(), nn.Linear(n_hidden, 1))
         self.y_range = y_range
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.user_factors(users), self.item_factors(items)], dim=1)  # (B, Fu+Fi)
-        return sigmoid_range(self.layers(x)[:, 0], *self.y_range)
-
 
 def _batch_norm(width: int) -> nn.BatchNorm1d:
     """fastai's BatchNorm init: weight 1, bias 1e-3."""
@@ -174,7 +186,7 @@ def _batch_norm(width: int) -> nn.BatchNorm1d:
     return bn
 
 
-class EmbeddingNN(CollabModel):
+class EmbeddingNN(NNModel):
     """fastai's `EmbeddingNN` (a TabularModel): [u; m] -> (Linear, ReLU, BatchNorm) per layer -> Linear(1).
 
     r̂ = σ_range(w·h + c), h = BN(ReLU(W₂ BN(ReLU(W₁ [u; m])))); hidden Linears have no bias.
@@ -196,10 +208,6 @@ class EmbeddingNN(CollabModel):
             blocks += [nn.Linear(n_in, n_out, bias=False), nn.ReLU(), _batch_norm(n_out)]
         self.layers = nn.Sequential(*blocks, nn.Linear(sizes[-1], 1))
         self.y_range = y_range
-
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.user_factors(users), self.item_factors(items)], dim=1)  # (B, Fu+Fi)
-        return sigmoid_range(self.layers(x)[:, 0], *self.y_range)
 
 
 # key -> class; "dot" is the book's first DotProduct, without an output range

@@ -12,6 +12,7 @@ import torch
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_ml100k
 from collab_core.learner import Trained, get_or_train
+from collab_core.nets import MODELS
 from collab_core.store import ModelStore
 
 ML100K_DIR = Path(
@@ -75,6 +76,14 @@ def taste_dataset(n_users: int = 40, n_items: int = 24, seed: int = 0) -> Datase
 @pytest.fixture(scope="session")
 def taste() -> Dataset:
     return taste_dataset()
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def taste_model(request, taste) -> Trained:
+    """Each model key trained on the taste data (a few seconds for all seven)."""
+    epochs = 10 if "nn" not in request.param else 6
+    return get_or_train(taste, TrainConfig(model=request.param, epochs=epochs, lr=0.05, bs=32, wd=0.01),
+                        device="cpu")  # fmt: skip
 
 
 @pytest.fixture(scope="session", autouse=True)

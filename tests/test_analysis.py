@@ -25,8 +25,7 @@ from collab_core.analysis import (
 from collab_core.config import TrainConfig
 from collab_core.errors import ConfigError, DataError
 from collab_core.foldin import fold_in_user, new_user_scores
-from collab_core.learner import Trained, build_model, get_or_train, prepare
-from collab_core.nets import MODELS
+from collab_core.learner import Trained, build_model, prepare
 from collab_core.ranking import (
     dot_scores,
     metrics_at_k,
@@ -362,13 +361,6 @@ def test_metrics_at_k_by_hand():
 
 
 # ---- every model on a dataset with a known answer --------------------------------------------
-
-
-@pytest.fixture(scope="module", params=list(MODELS))
-def taste_model(request, taste) -> Trained:
-    epochs = 10 if "nn" not in request.param else 6
-    return get_or_train(taste, TrainConfig(model=request.param, epochs=epochs, lr=0.05, bs=32, wd=0.01),
-                        device="cpu")  # fmt: skip
 
 
 def test_scores_match_the_forward_pass(taste_model):
