@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collab_core.config import FIELDS, FOLDS, PRESETS, TrainConfig, preset
+from collab_core import recipes
+from collab_core.config import FIELDS, FOLDS, PRESETS, TrainConfig
 from collab_core.errors import CollabError
+from collab_core.recipes import Recipe
 from collab_core.record import StoredModel
 from collab_core.settings import Settings
 from collab_core.store import ModelStore, source_signature
@@ -55,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     model = Parser(add_help=False)
     group = model.add_argument_group("model options (unset ones come from the preset)")
-    group.add_argument("--preset", choices=list(PRESETS), help="book (the chapter's recipe) or fast")
+    group.add_argument(
+        "--preset",
+        choices=["auto", *PRESETS],
+        help="auto (the default): the book's recipe where its estimated time fits the budget, "
+        "else row-wise sparse AdamW sized to the data; book (the chapter's recipe); fast",
+    )
     how = group.add_mutually_exclusive_group()  # a fold file fixes its own validation share
     for name, spec in FIELDS.items():
         where = how if name in ("split", "valid_pct") else group
@@ -102,15 +109,39 @@ def _flag_kind(kind: type, choices: tuple[str, ...]) -> dict:
 CONFIG_FIELDS = tuple(FIELDS)
 
 
-def config_from_args(args: argparse.Namespace, split: str | None = None) -> TrainConfig:
-    """The preset (book for train/lr-find/evaluate, fast for recommend/similar) + the given flags."""
+def given_fields(args: argparse.Namespace, split: str | None = None) -> dict:
+    """The config fields set by flags (they override whichever recipe is chosen)."""
     given = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
     if "y_range" in given:
         given["y_range"] = tuple(given["y_range"])
     if split is not None:
         given["split"] = split
-    default = "fast" if args.command in ("recommend", "similar") else "book"
-    return preset(args.preset or default, **given)
+    return given
+
+
+def choose_recipe(args: argparse.Namespace, settings: Settings, dataset: Dataset | None = None,
+                  split: str | None = None) -> Recipe | None:  # fmt: skip
+    """The recipe this run trains: --preset book/fast as asked, else the rule of recipes.py (the
+    book's recipe where its estimate fits the budget, else row-wise sparse AdamW); flags override
+    fields of either. Without the dataset, the data's size noted by an earlier run and the cached
+    speed are used (torch-free); None when they are not known yet."""
+    given = given_fields(args, split)
+    if dataset is not None:
+        size = recipes.DataSize.of(dataset)
+        speed = recipes.machine_speed(size, settings.cache_dir)  # measured once per machine and shape
+    else:
+        size = recipes.remembered_size(data_signature(args, settings), settings.cache_dir)
+        speed = None if size is None else recipes.cached_speed(size, settings.cache_dir)
+        if speed is None:
+            return None
+    if args.preset in PRESETS:
+        return recipes.named_recipe(args.preset, size, speed, **given)
+    return recipes.default_recipe(size, speed, settings.train_budget, **given)
+
+
+def print_recipe(recipe: Recipe) -> None:
+    """One line on stderr before training starts: what it will train and how long it should take."""
+    print(f"recipe {recipe.describe()} on this machine", file=sys.stderr, flush=True)
 
 
 ROLES = ("user", "item", "rating", "timestamp", "title")
@@ -178,14 +209,21 @@ class EpochTable:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
-    config = config_from_args(args)
     store = None if args.no_save else store_from_args(args, settings)
-    signature = None if store is None else data_signature(args, settings)
-    if signature and not args.distributed:  # answered from the store's JSON: no torch, no data read
-        record = store.stored_record(signature, config)
+    signature = data_signature(args, settings)
+    early = choose_recipe(args, settings)  # from the size an earlier run noted: no data read, no torch
+    if early is not None and store is not None and not args.distributed:  # answered from the store's JSON
+        record = store.stored_record(signature, early.config)
         if record is not None:
-            return _report_stored(record, store.root, config)
+            return _report_stored(record, store.root, early.config)
+    if early is not None:  # a big run's estimate comes before its data loads
+        print_recipe(early)
     dataset = load_data(args, settings)  # before torch is imported: bad data is reported in a second
+    recipes.remember_size(signature, recipes.DataSize.of(dataset), settings.cache_dir)
+    recipe = choose_recipe(args, settings, dataset)
+    if early is None or recipe.config != early.config:
+        print_recipe(recipe)
+    config = recipe.config
     from collab_core import distributed
     from collab_core.learner import get_or_train
 
@@ -245,7 +283,8 @@ def _train_json(record: StoredModel, config: TrainConfig, from_store: bool) -> d
 def cmd_lr_find(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.learner import find_lr
 
-    dataset, config = load_data(args, settings), config_from_args(args)
+    dataset = load_data(args, settings)
+    config = choose_recipe(args, settings, dataset).config
     found = find_lr(dataset, config, args.device)
     print(f"suggested lr: {found.suggestion:.2e} (valley; {len(found.lrs)} batches swept)")
     return {"model": config.model, "suggestion": found.suggestion, "lrs": found.lrs, "losses": found.losses}
@@ -263,14 +302,17 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> dict:
     rows = []
     print(f"{'fold':<6}{'rmse':<10}{'mae':<10}fit_s")
     for fold in folds:
-        trained = get_or_train(dataset, config_from_args(args, split=fold), store, args.device)
+        recipe = choose_recipe(args, settings, dataset, split=fold)
+        if fold == folds[0]:
+            print_recipe(recipe)
+        trained = get_or_train(dataset, recipe.config, store, args.device)
         m, seconds = trained.record.metrics, trained.record.fit_seconds
         rows.append({"fold": fold, "rmse": m.rmse, "mae": m.mae, "mse": m.mse, "fit_seconds": seconds})
         print(f"{fold:<6}{m.rmse:<10.4f}{m.mae:<10.4f}{seconds:.2f}", flush=True)
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("rmse", "mae", "mse")}
     print(f"{'mean':<6}{mean['rmse']:<10.4f}{mean['mae']:<10.4f}")
     return {
-        "model": config_from_args(args).model,
+        "model": recipe.config.model,
         "folds": rows,
         "mean_rmse": mean["rmse"],
         "mean_mae": mean["mae"],
@@ -282,7 +324,10 @@ def _trained(args: argparse.Namespace, settings: Settings) -> Trained:
     store = store_from_args(args, settings)
     from collab_core.learner import get_or_train
 
-    trained = get_or_train(load_data(args, settings), config_from_args(args), store, args.device)
+    dataset = load_data(args, settings)
+    recipe = choose_recipe(args, settings, dataset)
+    print_recipe(recipe)
+    trained = get_or_train(dataset, recipe.config, store, args.device)
     path = store.root / f"{trained.key}.pt"
     where = f"loaded from {path}" if trained.from_store else f"trained and saved as {path}"
     print(f"model {trained.config.model}: {where}", file=sys.stderr)

@@ -1,0 +1,77 @@
+"""This machine's training speed on a data shape, measured in a second or two (recipes.Speed).
+
+A model of the data's shape (embedding_dot_bias, 50 factors) steps a few dozen times on synthetic
+indices with each step kind the fit loop would pick on the CPU (dense and row-wise sparse AdamW,
+optim.pick_step), at two batch sizes; the lower quartile of the step times is kept (a busy machine
+slows some steps, never speeds one up) and a line through the two sizes gives fixed + per_rating·bs.
+An epoch's shuffle and validation are timed per rating on a synthetic sample.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from collab_core.config import TrainConfig
+from collab_core.learner import build_model
+from collab_core.optim import pick_step
+from collab_core.recipes import Speed, StepCost
+from collab_core.train import evaluate
+
+STEPS = 24  # timed steps per (kind, batch size), after WARMUP untimed ones
+WARMUP = 3
+BATCHES = {"dense": (64, 1024), "sparse": (512, 8192)}  # the sizes the recipes use lie between
+SAMPLE = 200_000  # ratings of the shuffle and validation timing
+
+
+def measure(n_users: int, n_items: int, factors: int = 50) -> Speed:
+    """Seconds per step of each step kind at this shape (rows include fastai's #na#)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as fit_one_cycle runs these steps
+    try:
+        generator = torch.Generator().manual_seed(0)
+        costs = {kind: _step_cost(kind, n_users, n_items, factors, generator) for kind in BATCHES}
+        shuffle, predict = _epoch_costs(n_users, n_items, factors, generator)
+    finally:
+        torch.set_num_threads(threads)
+    return Speed(factors, costs["dense"], costs["sparse"], shuffle, predict)
+
+
+def _ratings(n: int, n_users: int, n_items: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    users = torch.randint(1, max(n_users, 2), (n,), generator=generator)
+    items = torch.randint(1, max(n_items, 2), (n,), generator=generator)
+    return users, items, torch.rand(n, generator=generator) * 4 + 1
+
+
+def _step_cost(kind: str, n_users: int, n_items: int, factors: int, generator: torch.Generator) -> StepCost:
+    seconds = []
+    for bs in BATCHES[kind]:
+        config = TrainConfig(n_factors=factors, bs=bs, sparse=kind == "sparse")
+        model = build_model(config, n_users, n_items, torch.device("cpu"))
+        n = bs * (STEPS + WARMUP)
+        step = pick_step(model, _ratings(n, n_users, n_items, generator), config)
+        step.shuffle(torch.arange(n))
+        times = []
+        for b in range(STEPS + WARMUP):
+            start = time.perf_counter()
+            step(b, 1e-3, 0.9)
+            times.append(time.perf_counter() - start)
+        seconds.append(sorted(times[WARMUP:])[STEPS // 4])
+    (small, large), (t_small, t_large) = BATCHES[kind], seconds
+    per_rating = max((t_large - t_small) / (large - small), 0.0)
+    return StepCost(fixed=max(t_small - per_rating * small, 0.0), per_rating=per_rating)
+
+
+def _epoch_costs(n_users: int, n_items: int, factors: int, generator: torch.Generator) -> tuple[float, float]:
+    """Seconds per rating of an epoch's shuffle (randperm + the step's gathers) and of validation."""
+    config = TrainConfig(n_factors=factors, bs=1024, sparse=True)
+    model = build_model(config, n_users, n_items, torch.device("cpu"))
+    ratings = _ratings(SAMPLE, n_users, n_items, generator)
+    step = pick_step(model, ratings, config)
+    start = time.perf_counter()
+    step.shuffle(torch.randperm(SAMPLE, generator=generator))
+    shuffle = (time.perf_counter() - start) / SAMPLE
+    start = time.perf_counter()
+    evaluate(model, *ratings)
+    return shuffle, (time.perf_counter() - start) / SAMPLE
