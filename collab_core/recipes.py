@@ -151,6 +151,7 @@ def sparse_recipe(size: DataSize, speed: Speed, budget: float = BUDGET_S, **over
     n_train = size.ratings * 4 // 5
     bs = next((bs for bs in SPARSE if n_train / bs <= SPARSE_STEPS_PER_EPOCH), max(SPARSE))
     lr, wd = SPARSE[bs]
+    bs = min(bs, max(1, n_train // 8))  # a small table (a tight budget) still gets a few steps an epoch
     base = {"sparse": True, "bs": bs, "lr": lr, "wd": wd, "wd_bias": 0.0, **overrides}
     one_epoch = estimate(TrainConfig(**{**base, "epochs": 1}), size, speed)
     if "epochs" not in base:
