@@ -2,8 +2,10 @@
 
 A model of the data's shape (embedding_dot_bias, 50 factors) steps a few dozen times on synthetic
 indices with each step kind the fit loop would pick on the CPU (dense and row-wise sparse AdamW,
-optim.pick_step), at two batch sizes; the lower quartile of the step times is kept (a busy machine
-slows some steps, never speeds one up) and a line through the two sizes gives fixed + per_rating·bs.
+optim.pick_step), at two batch sizes; the mean step time is kept, not the median: on a busy
+machine a few steps take several times the usual and a fit's time is the sum of all of them
+(median 0.28 ms but mean 0.43-0.55 ms at a 1M-rating shape); a line through the two sizes gives
+fixed + per_rating·bs.
 An epoch's shuffle and validation are timed per rating on a synthetic sample.
 """
 
@@ -19,7 +21,7 @@ from collab_core.optim import pick_step
 from collab_core.recipes import Speed, StepCost
 from collab_core.train import evaluate
 
-STEPS = 24  # timed steps per (kind, batch size), after WARMUP untimed ones
+STEPS = 32  # timed steps per (kind, batch size), after WARMUP untimed ones
 WARMUP = 3
 BATCHES = {"dense": (64, 1024), "sparse": (512, 8192)}  # the sizes the recipes use lie between
 SAMPLE = 200_000  # ratings of the shuffle and validation timing
@@ -57,7 +59,7 @@ def _step_cost(kind: str, n_users: int, n_items: int, factors: int, generator: t
             start = time.perf_counter()
             step(b, 1e-3, 0.9)
             times.append(time.perf_counter() - start)
-        seconds.append(sorted(times[WARMUP:])[STEPS // 4])
+        seconds.append(sum(times[WARMUP:]) / STEPS)
     (small, large), (t_small, t_large) = BATCHES[kind], seconds
     per_rating = max((t_large - t_small) / (large - small), 0.0)
     return StepCost(fixed=max(t_small - per_rating * small, 0.0), per_rating=per_rating)

@@ -38,7 +38,7 @@ from collab_core.settings import TRAIN_BUDGET
 BUDGET_S = TRAIN_BUDGET  # the longest fit the app starts on its own, and the CLI's default recipe's
 DOT_MODELS = MODEL_KEYS[:5]  # the dot-product models: the steps calibrate.py times (NN models: no estimate)
 CACHE_FILE = "recipes.json"
-FORMAT = 1  # bump when Speed changes: older measurements are taken again
+FORMAT = 3  # bump when Speed or its measurement changes: older measurements are taken again
 
 # The scalable recipe's hyper-parameters per batch size, chosen on the random 80/20 validation split
 # of ml-100k and of a 1M-rating synthetic set (README, "The default recipe"); the batch grows with
@@ -158,13 +158,18 @@ def sparse_recipe(size: DataSize, speed: Speed, budget: float = BUDGET_S, **over
         fit = int(budget // one_epoch) if one_epoch else SPARSE_MAX_EPOCHS
         base["epochs"] = max(1, min(SPARSE_MAX_EPOCHS, fit))
     config = TrainConfig(**base)
-    return Recipe("sparse", config, estimate(config, size, speed))
+    return Recipe(_named("sparse", overrides), config, estimate(config, size, speed))
 
 
 def named_recipe(name: str, size: DataSize, speed: Speed, **overrides) -> Recipe:
     """A preset (book, fast) with its estimate."""
     config = preset(name, **overrides)
-    return Recipe(name, config, estimate(config, size, speed))
+    return Recipe(_named(name, overrides), config, estimate(config, size, speed))
+
+
+def _named(name: str, overrides: dict) -> str:
+    """`book`, or `book+flags` once flags (or form fields) changed it: it is no longer the book's."""
+    return f"{name}+flags" if overrides else name
 
 
 def default_recipe(size: DataSize, speed: Speed, budget: float = BUDGET_S, **overrides) -> Recipe:

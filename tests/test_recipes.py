@@ -119,10 +119,14 @@ def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_the_cli_default_prints_the_recipe_before_training(tmp_path, ml100k_dir):
+    run = cli(tmp_path, "train", "--json", "--no-save", COLLAB_DATA_DIR=str(ml100k_dir))
+    assert run.returncode == 0, run.stderr
+    assert "recipe book: embedding_dot_bias, 5 epochs, bs 64, lr 0.005, wd 0.1, dense AdamW, ~" in run.stderr
     run = cli(tmp_path, "train", "--epochs", "1", "--json", "--no-save", COLLAB_DATA_DIR=str(ml100k_dir))
     assert run.returncode == 0, run.stderr
     line = next(x for x in run.stderr.splitlines() if x.startswith("recipe "))
-    assert line.startswith("recipe book: embedding_dot_bias, 1 epochs, bs 64") and "dense AdamW, ~" in line
+    assert line.startswith("recipe book+flags: embedding_dot_bias, 1 epochs, bs 64")
+    assert "dense AdamW, ~" in line
     assert TrainConfig(**json.loads(run.stdout.splitlines()[-1])["config"]) == TrainConfig(epochs=1)
     # a budget the book's recipe does not fit: the sparse one, sized to fit
     run = cli(
@@ -135,4 +139,4 @@ def test_the_cli_default_prints_the_recipe_before_training(tmp_path, ml100k_dir)
     # --preset book forces the chapter's recipe, with its estimate
     run = cli(tmp_path, "train", "--preset", "book", "--epochs", "1", "--json", "--no-save",
               COLLAB_DATA_DIR=str(ml100k_dir), COLLAB_TRAIN_BUDGET="1e-3")  # fmt: skip
-    assert run.returncode == 0 and "recipe book: embedding_dot_bias, 1 epochs, bs 64" in run.stderr
+    assert run.returncode == 0 and "recipe book+flags: embedding_dot_bias, 1 epochs, bs 64" in run.stderr
