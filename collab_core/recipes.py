@@ -38,7 +38,7 @@ from collab_core.settings import TRAIN_BUDGET
 BUDGET_S = TRAIN_BUDGET  # the longest fit the app starts on its own, and the CLI's default recipe's
 DOT_MODELS = MODEL_KEYS[:5]  # the dot-product models: the steps calibrate.py times (NN models: no estimate)
 CACHE_FILE = "recipes.json"
-FORMAT = 3  # bump when Speed or its measurement changes: older measurements are taken again
+FORMAT = 5  # bump when Speed or its measurement changes: older measurements are taken again
 
 # The scalable recipe's hyper-parameters per batch size, chosen on the random 80/20 validation split
 # of ml-100k and of a 1M-rating synthetic set (README, "The default recipe"); the batch grows with
