@@ -139,9 +139,14 @@ def choose_recipe(args: argparse.Namespace, settings: Settings, dataset: Dataset
     return recipes.default_recipe(size, speed, settings.train_budget, **given)
 
 
-def print_recipe(recipe: Recipe) -> None:
-    """One line on stderr before training starts: what it will train and how long it should take."""
-    print(f"recipe {recipe.describe()} on this machine", file=sys.stderr, flush=True)
+def print_recipe(recipe: Recipe, args: argparse.Namespace, n_ratings: int | None = None) -> None:
+    """One line before training starts: what it will train and how long it should take here.
+
+    On stdout, before the epoch table; with --json only for big data (stdout then already starts
+    with the memory estimate), so a small run's --json output stays exactly as it was.
+    """
+    if not getattr(args, "json", False) or n_ratings is None or n_ratings >= BIG_DATA:
+        print(f"recipe {recipe.describe()} on this machine", flush=True)
 
 
 ROLES = ("user", "item", "rating", "timestamp", "title")
@@ -216,13 +221,13 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
         record = store.stored_record(signature, early.config)
         if record is not None:
             return _report_stored(record, store.root, early.config)
-    if early is not None:  # a big run's estimate comes before its data loads
-        print_recipe(early)
+    if early is not None and not args.distributed:  # a big run's estimate comes before its data loads
+        print_recipe(early, args, recipes.remembered_size(signature, settings.cache_dir).ratings)
     dataset = load_data(args, settings)  # before torch is imported: bad data is reported in a second
     recipes.remember_size(signature, recipes.DataSize.of(dataset), settings.cache_dir)
     recipe = choose_recipe(args, settings, dataset)
-    if early is None or recipe.config != early.config:
-        print_recipe(recipe)
+    if (early is None or recipe.config != early.config) and not args.distributed:
+        print_recipe(recipe, args, len(dataset.ratings))  # (not under torchrun: the estimate is of one CPU)
     config = recipe.config
     from collab_core import distributed
     from collab_core.learner import get_or_train
@@ -300,11 +305,10 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> dict:
         raise UsageError(f"unknown fold {unknown[0] if unknown else '(none)'}; use {', '.join(FOLDS)}")
     store = store_from_args(args, settings)
     rows = []
+    print_recipe(choose_recipe(args, settings, dataset, split=folds[0]), args, len(dataset.ratings))
     print(f"{'fold':<6}{'rmse':<10}{'mae':<10}fit_s")
     for fold in folds:
         recipe = choose_recipe(args, settings, dataset, split=fold)
-        if fold == folds[0]:
-            print_recipe(recipe)
         trained = get_or_train(dataset, recipe.config, store, args.device)
         m, seconds = trained.record.metrics, trained.record.fit_seconds
         rows.append({"fold": fold, "rmse": m.rmse, "mae": m.mae, "mse": m.mse, "fit_seconds": seconds})
@@ -326,7 +330,7 @@ def _trained(args: argparse.Namespace, settings: Settings) -> Trained:
 
     dataset = load_data(args, settings)
     recipe = choose_recipe(args, settings, dataset)
-    print_recipe(recipe)
+    print_recipe(recipe, args, len(dataset.ratings))
     trained = get_or_train(dataset, recipe.config, store, args.device)
     path = store.root / f"{trained.key}.pt"
     where = f"loaded from {path}" if trained.from_store else f"trained and saved as {path}"

@@ -38,6 +38,8 @@ from collab_core.settings import TRAIN_BUDGET
 BUDGET_S = TRAIN_BUDGET  # the longest fit the app starts on its own, and the CLI's default recipe's
 DOT_MODELS = MODEL_KEYS[:5]  # the dot-product models: the steps calibrate.py times (NN models: no estimate)
 CACHE_FILE = "recipes.json"
+CACHE_FROM = 10_000  # ratings from which measurements and sizes are kept on disk
+_MEASURED: dict[str, Speed] = {}  # this process's measurements, by data shape
 FORMAT = 5  # bump when Speed or its measurement changes: older measurements are taken again
 
 # The scalable recipe's hyper-parameters per batch size, chosen on the random 80/20 validation split
@@ -224,6 +226,8 @@ def _write(cache_dir: Path, cached: dict) -> None:
 
 def cached_speed(size: DataSize, cache_dir: Path) -> Speed | None:
     """This machine's measured speed on the data's shape, if it was measured before."""
+    if size.shape in _MEASURED:
+        return _MEASURED[size.shape]
     found = _read(cache_dir).get("speeds", {}).get(size.shape)
     try:
         return Speed.from_dict(found) if found else None
@@ -232,15 +236,18 @@ def cached_speed(size: DataSize, cache_dir: Path) -> Speed | None:
 
 
 def machine_speed(size: DataSize, cache_dir: Path) -> Speed:
-    """The cached speed, or measured now (a second or two; imports torch) and cached."""
+    """The cached speed, or measured now (0.3-2 s; imports torch) and cached: on disk from
+    CACHE_FROM ratings, in this process below (a small table's measurement is quick, and a run on
+    one leaves no file behind but its model)."""
     speed = cached_speed(size, cache_dir)
     if speed is None:
         from collab_core.calibrate import measure
 
-        speed = measure(size.users + 1, size.items + 1)
-        cached = _read(cache_dir)
-        cached.setdefault("speeds", {})[size.shape] = asdict(speed)
-        _write(cache_dir, cached)
+        speed = _MEASURED[size.shape] = measure(size.users + 1, size.items + 1)
+        if size.ratings >= CACHE_FROM:
+            cached = _read(cache_dir)
+            cached.setdefault("speeds", {})[size.shape] = asdict(speed)
+            _write(cache_dir, cached)
     return speed
 
 
@@ -255,7 +262,7 @@ def remembered_size(signature: str | None, cache_dir: Path) -> DataSize | None:
 
 def remember_size(signature: str | None, size: DataSize, cache_dir: Path) -> None:
     """Note a data source's size, so the next run picks its default recipe without reading it."""
-    if signature is None:
+    if signature is None or size.ratings < CACHE_FROM:
         return
     cached = _read(cache_dir)
     sizes = cached.setdefault("sizes", {})

@@ -76,16 +76,23 @@ def test_the_speed_is_measured_once_per_machine_and_shape(tmp_path, monkeypatch)
 
     calls = []
     monkeypatch.setattr(calibrate, "measure", lambda u, i: calls.append((u, i)) or SMALL_SPEED)
+    monkeypatch.setattr(recipes, "_MEASURED", {})
     assert recipes.machine_speed(ML100K, tmp_path) == SMALL_SPEED
+    recipes._MEASURED.clear()  # a new process: read from the disk
     assert recipes.machine_speed(ML100K, tmp_path) == SMALL_SPEED and calls == [(944, 1683)]
     cached = json.loads((tmp_path / recipes.CACHE_FILE).read_text())
     assert cached["machine"]["cpus"] == os.cpu_count() and cached["speeds"]["944x1683"] == asdict(SMALL_SPEED)
     cached["machine"]["torch"] = "0.1"  # another torch: measured again
     (tmp_path / recipes.CACHE_FILE).write_text(json.dumps(cached))
+    recipes._MEASURED.clear()
     recipes.machine_speed(ML100K, tmp_path)
     (tmp_path / recipes.CACHE_FILE).write_text("{not json")  # a damaged cache: measured again
+    recipes._MEASURED.clear()
     recipes.machine_speed(ML100K, tmp_path)
     assert len(calls) == 3
+    tiny = DataSize(300, 30, 10)  # a small table's speed stays in the process: no file but the model
+    recipes.machine_speed(tiny, tmp_path / "other")
+    assert not (tmp_path / "other").exists() and recipes.cached_speed(tiny, tmp_path / "other") == SMALL_SPEED
 
 
 def test_a_data_source_size_is_remembered(tmp_path):
@@ -119,24 +126,38 @@ def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_the_cli_default_prints_the_recipe_before_training(tmp_path, ml100k_dir):
-    run = cli(tmp_path, "train", "--json", "--no-save", COLLAB_DATA_DIR=str(ml100k_dir))
-    assert run.returncode == 0, run.stderr
-    assert "recipe book: embedding_dot_bias, 5 epochs, bs 64, lr 0.005, wd 0.1, dense AdamW, ~" in run.stderr
-    run = cli(tmp_path, "train", "--epochs", "1", "--json", "--no-save", COLLAB_DATA_DIR=str(ml100k_dir))
-    assert run.returncode == 0, run.stderr
-    line = next(x for x in run.stderr.splitlines() if x.startswith("recipe "))
-    assert line.startswith("recipe book+flags: embedding_dot_bias, 1 epochs, bs 64")
-    assert "dense AdamW, ~" in line
+    data = {"COLLAB_DATA_DIR": str(ml100k_dir)}
+    run = cli(tmp_path, "train", "--no-save", **data)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    first, header = run.stdout.splitlines()[:2]
+    assert first.startswith(
+        "recipe book: embedding_dot_bias, 5 epochs, bs 64, lr 0.005, wd 0.1, dense AdamW, ~"
+    )
+    assert header.split() == ["epoch", "train_loss", "valid_loss", "time"]
+    run = cli(tmp_path, "train", "--epochs", "1", "--json", "--no-save", **data)  # --json: as before
+    assert run.returncode == 0 and run.stdout.splitlines()[0].startswith("epoch"), run.stderr
     assert TrainConfig(**json.loads(run.stdout.splitlines()[-1])["config"]) == TrainConfig(epochs=1)
     # a budget the book's recipe does not fit: the sparse one, sized to fit
-    run = cli(
-        tmp_path, "train", "--json", "--no-save", COLLAB_DATA_DIR=str(ml100k_dir), COLLAB_TRAIN_BUDGET="1e-3"
-    )
+    run = cli(tmp_path, "train", "--no-save", **data, COLLAB_TRAIN_BUDGET="1e-3")
     assert run.returncode == 0, run.stderr
-    assert "recipe sparse: embedding_dot_bias, 1 epochs, bs 1024" in run.stderr
+    assert run.stdout.startswith(
+        "recipe sparse: embedding_dot_bias, 1 epochs, bs 1024, lr 0.01, wd 0.8, row-"
+    )
+    run = cli(tmp_path, "train", "--json", "--no-save", **data, COLLAB_TRAIN_BUDGET="1e-3")
     config = json.loads(run.stdout.splitlines()[-1])["config"]
-    assert config["sparse"] and config["bs"] == 1024 and config["epochs"] == 1
-    # --preset book forces the chapter's recipe, with its estimate
-    run = cli(tmp_path, "train", "--preset", "book", "--epochs", "1", "--json", "--no-save",
-              COLLAB_DATA_DIR=str(ml100k_dir), COLLAB_TRAIN_BUDGET="1e-3")  # fmt: skip
-    assert run.returncode == 0 and "recipe book+flags: embedding_dot_bias, 1 epochs, bs 64" in run.stderr
+    assert config["sparse"] and config["bs"] == 1024 and config["epochs"] == 1 and config["wd_bias"] == 0
+    # --preset book forces the chapter's recipe, with its estimate; flags rename it
+    run = cli(
+        tmp_path,
+        "train",
+        "--preset",
+        "book",
+        "--epochs",
+        "1",
+        "--no-save",
+        **data,
+        COLLAB_TRAIN_BUDGET="1e-3",
+    )
+    assert run.returncode == 0 and run.stdout.startswith(
+        "recipe book+flags: embedding_dot_bias, 1 epochs, bs 64"
+    )
