@@ -139,14 +139,18 @@ def choose_recipe(args: argparse.Namespace, settings: Settings, dataset: Dataset
     return recipes.default_recipe(size, speed, settings.train_budget, **given)
 
 
-def print_recipe(recipe: Recipe, args: argparse.Namespace, n_ratings: int | None = None) -> None:
+def print_recipe(recipe: Recipe, args: argparse.Namespace, n_ratings: int) -> None:
     """One line before training starts: what it will train and how long it should take here.
 
-    On stdout, before the epoch table; with --json only for big data (stdout then already starts
-    with the memory estimate), so a small run's --json output stays exactly as it was.
+    The first line of stdout, before the epoch table; from BIG_DATA ratings on stdout starts with the
+    memory estimate, so there it goes to stderr; with --json on small data it is left out, so that
+    output stays exactly as it was.
     """
-    if not getattr(args, "json", False) or n_ratings is None or n_ratings >= BIG_DATA:
-        print(f"recipe {recipe.describe()} on this machine", flush=True)
+    line = f"recipe {recipe.describe()} on this machine"
+    if n_ratings >= BIG_DATA:
+        print(line, file=sys.stderr, flush=True)
+    elif not getattr(args, "json", False):
+        print(line, flush=True)
 
 
 ROLES = ("user", "item", "rating", "timestamp", "title")
@@ -226,14 +230,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
     dataset = load_data(args, settings)  # before torch is imported: bad data is reported in a second
     recipes.remember_size(signature, recipes.DataSize.of(dataset), settings.cache_dir)
     recipe = choose_recipe(args, settings, dataset)
-    if (early is None or recipe.config != early.config) and not args.distributed:
-        print_recipe(recipe, args, len(dataset.ratings))  # (not under torchrun: the estimate is of one CPU)
     config = recipe.config
     from collab_core import distributed
     from collab_core.learner import get_or_train
 
     if len(dataset.ratings) >= BIG_DATA:
-        print_memory_estimate(dataset, config)
+        print_memory_estimate(dataset, config)  # and refuses here if it does not fit
+    if (early is None or recipe.config != early.config) and not args.distributed:
+        print_recipe(recipe, args, len(dataset.ratings))  # (not under torchrun: the estimate is of one CPU)
     if args.distributed:  # every rank trains; rank 0 reports and saves
         rank, world, device = distributed.init_from_env(args.device)
         if rank != 0:
@@ -260,6 +264,7 @@ def print_memory_estimate(dataset: Dataset, config: TrainConfig) -> None:
     needed, available = memory.training_bytes(len(r), n_parameters), memory.available_bytes()
     free = "available unknown" if available is None else f"{memory.format_bytes(available)} available"
     print(f"memory: training needs up to {memory.format_bytes(needed)} ({free})", flush=True)
+    memory.check_memory(needed, available)  # the run's own check, before the recipe line
 
 
 def _report_stored(record: StoredModel, root: Path, config: TrainConfig) -> dict:
