@@ -3,22 +3,23 @@
 import pandas as pd
 import streamlit as st
 
-from collab_core.config import FIELDS, PRESETS, TrainConfig, entry_key, preset
+from collab_core.config import FIELDS, TrainConfig, entry_key
 from collab_core.errors import CollabError
+from collab_core.recipes import estimate, format_seconds
 from collab_ui import cache, charts
 from collab_ui.draw import error, finished_job, training_panel
 from collab_ui.jobs import DONE, RUNNING
 from collab_ui.session import activate_model, context, devices, require_dataset
 
-FORM = ("model", "n_factors", "epochs", "bs", "lr", "wd", "wd_bias", "seed", "split", "valid_pct")
+FORM = ("model", "n_factors", "epochs", "bs", "lr", "wd", "wd_bias", "seed", "split", "valid_pct", "sparse")
 dataset = require_dataset()
 ctx = context()
 st.title(":material/model_training: Train")
 
 
 def apply_recipe() -> None:
-    """Fill the form from the chosen recipe (the chapter's, or the fast one)."""
-    config = preset(st.session_state["cfg_recipe"])
+    """Fill the form from the chosen recipe (auto: the default model's; the chapter's; the fast one)."""
+    config = ctx.recipes[st.session_state["cfg_recipe"]].config
     for name in FORM:
         st.session_state[f"cfg_{name}"] = getattr(config, name)
     st.session_state["cfg_y_low"], st.session_state["cfg_y_high"] = config.y_range
@@ -36,8 +37,15 @@ def bounds(name: str, step: float | None = None) -> dict:
     return {"min_value": low, "max_value": high, "help": f.help}
 
 
+def recipe_label(name: str) -> str:
+    """`auto (book, ~1.3 s)`, `book (~6.1 h)`: each recipe with its estimated fit time here."""
+    recipe = ctx.recipes[name]
+    picked = f"{recipe.name}, " if name == "auto" else ""
+    return f"{name} ({picked}~{format_seconds(recipe.seconds)})"
+
+
 if "cfg_model" not in st.session_state:
-    st.session_state.setdefault("cfg_recipe", "book")
+    st.session_state.setdefault("cfg_recipe", "auto")
     apply_recipe()
 keep = {"persist_state": "session"}  # the form survives a visit to another page
 with st.container(border=True):
@@ -45,11 +53,14 @@ with st.container(border=True):
     head.markdown("**Configuration**: the book's recipe is `fit_one_cycle(5, 5e-3, wd=0.1)` at batch size 64")
     recipe.selectbox(
         "Recipe",
-        list(PRESETS),
+        list(ctx.recipes),
         key="cfg_recipe",
         on_change=apply_recipe,
+        format_func=recipe_label,
         **keep,
-        help="Fills the form: 'book' is the chapter's, 'fast' uses 8x larger batches",
+        help="Fills the form. 'auto' is the default model's: the book's recipe where it fits the time "
+        "budget, else row-wise sparse AdamW sized to the data; 'book' is the chapter's; 'fast' uses 8x "
+        "larger batches. Times are estimated from this machine's measured speed.",
     )
     device = where.selectbox("Device", devices(), index=devices().index(ctx.device), key="cfg_device")
     row = st.columns(4)
@@ -84,6 +95,7 @@ with st.container(border=True):
         **keep,
         disabled=split not in ("random", "temporal"),
     )
+    sparse = st.toggle("Row-wise sparse AdamW", key="cfg_sparse", help=FIELDS["sparse"].help, **keep)
     try:
         config = TrainConfig(
             model=model,
@@ -97,6 +109,7 @@ with st.container(border=True):
             y_range=(y_low, y_high),
             split=split,
             valid_pct=float(valid_pct),
+            sparse=bool(sparse),
         )
     except CollabError as e:
         error(e)
@@ -119,6 +132,10 @@ with st.container(border=True):
     )
     if config is not None and entry_key(config, dataset.fingerprint) in {r.key for r in ctx.records}:
         note_col.caption(":material/inventory_2: This configuration is in the store: it loads at once.")
+    elif config is not None:
+        seconds = estimate(config, *cache.data_speed(dataset))
+        if seconds is not None:
+            note_col.caption(f":material/schedule: Estimated fit time here: ~{format_seconds(seconds)}")
 
 if find and config is not None:
     with st.spinner("Sweeping the learning rate from 1e-7 to 10 over 100 batches…"):

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from collab_core.config import FIELDS, FOLDS, PRESETS, TrainConfig, preset
+from collab_core import recipes
+from collab_core.config import FIELDS, FOLDS, PRESETS, TrainConfig
 from collab_core.errors import CollabError
+from collab_core.recipes import Recipe
 from collab_core.record import StoredModel
 from collab_core.settings import Settings
 from collab_core.store import ModelStore, source_signature
@@ -55,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     model = Parser(add_help=False)
     group = model.add_argument_group("model options (unset ones come from the preset)")
-    group.add_argument("--preset", choices=list(PRESETS), help="book (the chapter's recipe) or fast")
+    group.add_argument(
+        "--preset",
+        choices=["auto", *PRESETS],
+        help="auto (the default): the book's recipe where its estimated time fits the budget, "
+        "else row-wise sparse AdamW sized to the data; book (the chapter's recipe); fast",
+    )
     how = group.add_mutually_exclusive_group()  # a fold file fixes its own validation share
     for name, spec in FIELDS.items():
         where = how if name in ("split", "valid_pct") else group
@@ -116,15 +123,48 @@ def _flag_kind(kind: type, choices: tuple[str, ...]) -> dict:
 CONFIG_FIELDS = tuple(FIELDS)
 
 
-def config_from_args(args: argparse.Namespace, split: str | None = None) -> TrainConfig:
-    """The preset (book for train/lr-find/evaluate, fast for recommend/similar) + the given flags."""
+def given_fields(args: argparse.Namespace, split: str | None = None) -> dict:
+    """The config fields set by flags (they override whichever recipe is chosen)."""
     given = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
     if "y_range" in given:
         given["y_range"] = tuple(given["y_range"])
     if split is not None:
         given["split"] = split
-    default = "fast" if args.command in ("recommend", "similar", "explain") else "book"
-    return preset(args.preset or default, **given)
+    return given
+
+
+def choose_recipe(args: argparse.Namespace, settings: Settings, dataset: Dataset | None = None,
+                  split: str | None = None) -> Recipe | None:  # fmt: skip
+    """The recipe this run trains: --preset book/fast as asked, else the rule of recipes.py (the
+    book's recipe where its estimate fits the budget, else row-wise sparse AdamW); flags override
+    fields of either. Without the dataset, the data's size noted by an earlier run and the cached
+    speed are used (torch-free); None when they are not known yet."""
+    given = given_fields(args, split)
+    if dataset is not None:
+        size = recipes.DataSize.of(dataset)
+        speed = recipes.machine_speed(size, settings.cache_dir)  # measured once per machine and shape
+    else:
+        size = recipes.remembered_size(data_signature(args, settings), settings.cache_dir)
+        speed = None if size is None else recipes.cached_speed(size, settings.cache_dir)
+        if speed is None:
+            return None
+    if args.preset in PRESETS:
+        return recipes.named_recipe(args.preset, size, speed, **given)
+    return recipes.default_recipe(size, speed, settings.train_budget, **given)
+
+
+def print_recipe(recipe: Recipe, args: argparse.Namespace, n_ratings: int) -> None:
+    """One line before training starts: what it will train and how long it should take here.
+
+    The first line of stdout, before the epoch table; from BIG_DATA ratings on stdout starts with the
+    memory estimate, so there it goes to stderr; with --json on small data it is left out, so that
+    output stays exactly as it was.
+    """
+    line = f"recipe {recipe.describe()} on this machine"
+    if n_ratings >= BIG_DATA:
+        print(line, file=sys.stderr, flush=True)
+    elif not getattr(args, "json", False):
+        print(line, flush=True)
 
 
 ROLES = ("user", "item", "rating", "timestamp", "title")
@@ -192,19 +232,26 @@ class EpochTable:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
-    config = config_from_args(args)
     store = None if args.no_save else store_from_args(args, settings)
-    signature = None if store is None else data_signature(args, settings)
-    if signature and not args.distributed:  # answered from the store's JSON: no torch, no data read
-        record = store.stored_record(signature, config)
+    signature = data_signature(args, settings)
+    early = choose_recipe(args, settings)  # from the size an earlier run noted: no data read, no torch
+    if early is not None and store is not None and not args.distributed:  # answered from the store's JSON
+        record = store.stored_record(signature, early.config)
         if record is not None:
-            return _report_stored(record, store.root, config)
+            return _report_stored(record, store.root, early.config)
+    if early is not None and not args.distributed:  # a big run's estimate comes before its data loads
+        print_recipe(early, args, recipes.remembered_size(signature, settings.cache_dir).ratings)
     dataset = load_data(args, settings)  # before torch is imported: bad data is reported in a second
+    recipes.remember_size(signature, recipes.DataSize.of(dataset), settings.cache_dir)
+    recipe = choose_recipe(args, settings, dataset)
+    config = recipe.config
     from collab_core import distributed
     from collab_core.learner import get_or_train
 
     if len(dataset.ratings) >= BIG_DATA:
-        print_memory_estimate(dataset, config)
+        print_memory_estimate(dataset, config)  # and refuses here if it does not fit
+    if (early is None or recipe.config != early.config) and not args.distributed:
+        print_recipe(recipe, args, len(dataset.ratings))  # (not under torchrun: the estimate is of one CPU)
     if args.distributed:  # every rank trains; rank 0 reports and saves
         rank, world, device = distributed.init_from_env(args.device)
         if rank != 0:
@@ -231,6 +278,7 @@ def print_memory_estimate(dataset: Dataset, config: TrainConfig) -> None:
     needed, available = memory.training_bytes(len(r), n_parameters), memory.available_bytes()
     free = "available unknown" if available is None else f"{memory.format_bytes(available)} available"
     print(f"memory: training needs up to {memory.format_bytes(needed)} ({free})", flush=True)
+    memory.check_memory(needed, available)  # the run's own check, before the recipe line
 
 
 def _report_stored(record: StoredModel, root: Path, config: TrainConfig) -> dict:
@@ -259,7 +307,8 @@ def _train_json(record: StoredModel, config: TrainConfig, from_store: bool) -> d
 def cmd_lr_find(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.learner import find_lr
 
-    dataset, config = load_data(args, settings), config_from_args(args)
+    dataset = load_data(args, settings)
+    config = choose_recipe(args, settings, dataset).config
     found = find_lr(dataset, config, args.device)
     print(f"suggested lr: {found.suggestion:.2e} (valley; {len(found.lrs)} batches swept)")
     return {"model": config.model, "suggestion": found.suggestion, "lrs": found.lrs, "losses": found.losses}
@@ -275,16 +324,18 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> dict:
         raise UsageError(f"unknown fold {unknown[0] if unknown else '(none)'}; use {', '.join(FOLDS)}")
     store = store_from_args(args, settings)
     rows = []
+    print_recipe(choose_recipe(args, settings, dataset, split=folds[0]), args, len(dataset.ratings))
     print(f"{'fold':<6}{'rmse':<10}{'mae':<10}fit_s")
     for fold in folds:
-        trained = get_or_train(dataset, config_from_args(args, split=fold), store, args.device)
+        recipe = choose_recipe(args, settings, dataset, split=fold)
+        trained = get_or_train(dataset, recipe.config, store, args.device)
         m, seconds = trained.record.metrics, trained.record.fit_seconds
         rows.append({"fold": fold, "rmse": m.rmse, "mae": m.mae, "mse": m.mse, "fit_seconds": seconds})
         print(f"{fold:<6}{m.rmse:<10.4f}{m.mae:<10.4f}{seconds:.2f}", flush=True)
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("rmse", "mae", "mse")}
     print(f"{'mean':<6}{mean['rmse']:<10.4f}{mean['mae']:<10.4f}")
     return {
-        "model": config_from_args(args).model,
+        "model": recipe.config.model,
         "folds": rows,
         "mean_rmse": mean["rmse"],
         "mean_mae": mean["mae"],
@@ -296,7 +347,10 @@ def _trained(args: argparse.Namespace, settings: Settings) -> Trained:
     store = store_from_args(args, settings)
     from collab_core.learner import get_or_train
 
-    trained = get_or_train(load_data(args, settings), config_from_args(args), store, args.device)
+    dataset = load_data(args, settings)
+    recipe = choose_recipe(args, settings, dataset)
+    print_recipe(recipe, args, len(dataset.ratings))
+    trained = get_or_train(dataset, recipe.config, store, args.device)
     path = store.root / f"{trained.key}.pt"
     where = f"loaded from {path}" if trained.from_store else f"trained and saved as {path}"
     print(f"model {trained.config.model}: {where}", file=sys.stderr)

@@ -26,11 +26,16 @@ CGROUP_FILES = (
 
 
 def n_parameters(model: str, n_users: int, n_items: int, n_factors: int) -> int:
-    """The exact parameter count of a model, built on the meta device (no memory allocated)."""
+    """The exact parameter count of a model: counted for the dot-product family, whose weights are
+    its rows; the NN models are built on the meta device (no memory allocated). Not every model on
+    the meta device: its init imports torch._dynamo, 1.4-3 s of a first training in a process."""
     import torch  # here: the data layer reads available_bytes without paying torch's import
 
-    from collab_core.nets import create_model
+    from collab_core.nets import MODELS, DotModel, create_model
 
+    cls = MODELS.get(model)
+    if cls is not None and issubclass(cls, DotModel):
+        return (n_users + n_items) * (n_factors + int(cls.has_bias))
     with torch.device("meta"):
         return sum(p.numel() for p in create_model(model, n_users, n_items, n_factors).parameters())
 

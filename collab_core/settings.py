@@ -14,8 +14,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"  # GroupLens' own
+# Seconds the default recipe may take (recipes.py): where the book's recipe is estimated above it, the
+# default is the sparse one sized to fit; the app starts a default model on its own only within it.
+TRAIN_BUDGET = 120.0
 VARIABLES = ("COLLAB_DATA_DIR", "COLLAB_MODELS_DIR", "COLLAB_ML100K_URL", "COLLAB_ALLOW_PATHS",
-             "XDG_CACHE_HOME", "HOME")  # fmt: skip
+             "COLLAB_TRAIN_BUDGET", "XDG_CACHE_HOME", "HOME")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Settings:
     cache_dir: Path = Path.home() / ".cache" / "collab-explorer"  # downloads; $XDG_CACHE_HOME/collab-explorer
     ml100k_url: str = ML100K_URL  # COLLAB_ML100K_URL: a mirror of GroupLens' ml-100k.zip
     allow_paths: bool = True  # COLLAB_ALLOW_PATHS=0: a public deployment must not read server files
+    train_budget: float = TRAIN_BUDGET  # COLLAB_TRAIN_BUDGET: seconds the default recipe may take
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -39,7 +43,17 @@ class Settings:
             cache_dir=Path(env.get("XDG_CACHE_HOME", home / ".cache")) / "collab-explorer",
             ml100k_url=env.get("COLLAB_ML100K_URL", ML100K_URL),
             allow_paths=env.get("COLLAB_ALLOW_PATHS") != "0",
+            train_budget=_seconds(env.get("COLLAB_TRAIN_BUDGET"), cls.train_budget),
         )
+
+
+def _seconds(value: str | None, default: float) -> float:
+    """A positive number of seconds, or the default (a bad value must not stop the app)."""
+    try:
+        seconds = float(value) if value is not None else default
+    except ValueError:
+        return default
+    return seconds if seconds > 0 and seconds < float("inf") else default
 
 
 def current() -> Settings:

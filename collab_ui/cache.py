@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from collab_core import analysis, foldin, ranking
+from collab_core import analysis, foldin, ranking, recipes
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_dataset, load_path
 from collab_core.download import download_ml100k
@@ -138,6 +138,18 @@ def upload_dataset(
 
 # Cached calls hash a model by its store key and a dataset by its fingerprint, not by their tensors.
 BY_KEY = {Trained: lambda t: t.key, Dataset: lambda d: d.fingerprint}
+
+
+@st.cache_resource(max_entries=4, show_spinner="Timing a few training steps here…", hash_funcs=BY_KEY)
+def data_speed(dataset: Dataset) -> tuple[recipes.DataSize, recipes.Speed]:
+    """The data's size and this machine's speed on its shape (measured once, then kept on disk)."""
+    size = recipes.DataSize.of(dataset)
+    return size, recipes.machine_speed(size, cache_dir())
+
+
+def train_recipes(dataset: Dataset) -> dict[str, recipes.Recipe]:
+    """auto (the default model's recipe, by recipes.default_recipe), book and fast, with estimates."""
+    return recipes.recipes(*data_speed(dataset), settings().train_budget)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False, hash_funcs=BY_KEY)

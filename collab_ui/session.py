@@ -14,14 +14,14 @@ from collab_core.config import TrainConfig, entry_key
 from collab_core.data import Dataset
 from collab_core.errors import CollabError
 from collab_core.learner import Trained
+from collab_core.recipes import Recipe, format_seconds
 from collab_core.record import StoredModel
 from collab_core.store import ModelStore
 from collab_ui import cache
 from collab_ui.draw import error, fraction, progress_text, training_panel
 from collab_ui.jobs import DONE, FAILED, RUNNING, TrainingJob
 
-DEFAULT = "default"  # the model selector's option for DEFAULT_CONFIG
-DEFAULT_CONFIG = TrainConfig()  # the model a first visit trains: the chapter's recipe
+DEFAULT = "default"  # the model selector's option for the default model (Context.default_config)
 PENDING = "pending_model"  # where activate_model leaves a key for the selector's next run
 SOURCES = {
     "ml-100k": ":material/movie: ml-100k",
@@ -44,6 +44,7 @@ class Context:
     device: str
     choice: str  # DEFAULT or a store key
     records: list[StoredModel] = field(default_factory=list)  # stored models of this dataset, newest first
+    recipes: dict[str, Recipe] = field(default_factory=dict)  # auto (the default's), book, fast; estimated
 
     @property
     def active_record(self) -> StoredModel | None:
@@ -52,8 +53,18 @@ class Context:
         return next((r for r in self.records if r.key == key), None)
 
     @property
+    def default_recipe(self) -> Recipe | None:
+        """The recipe the default model is trained with: sized to this dataset (recipes.py)."""
+        return self.recipes.get("auto")
+
+    @property
+    def default_config(self) -> TrainConfig | None:
+        return None if self.default_recipe is None else self.default_recipe.config
+
+    @property
     def default_key(self) -> str | None:
-        return entry_key(DEFAULT_CONFIG, self.dataset.fingerprint) if self.dataset is not None else None
+        config = self.default_config
+        return entry_key(config, self.dataset.fingerprint) if config is not None else None
 
 
 def sidebar() -> Context:
@@ -67,7 +78,8 @@ def sidebar() -> Context:
         records = [
             r for r in store.list() if dataset is not None and r.data.fingerprint == dataset.fingerprint
         ]
-        ctx = Context(dataset, store, device, DEFAULT, records)
+        recipes = cache.train_recipes(dataset) if dataset is not None else {}
+        ctx = Context(dataset, store, device, DEFAULT, records, recipes)
         ctx.choice = _model_picker(ctx)
         if dataset is not None and ctx.active_record is None:
             _start_default(ctx)
@@ -77,6 +89,8 @@ def sidebar() -> Context:
                 f"{record.label}  \nvalid MSE {record.metrics.mse:.4f} · "
                 f"RMSE {record.metrics.rmse:.4f} · {record.fit_seconds:.1f} s on {record.device}"
             )
+        if dataset is not None and ctx.choice == DEFAULT:
+            _book_button(ctx)
     st.session_state["context"] = ctx
     return ctx
 
@@ -210,11 +224,24 @@ def _download(notices) -> None:
 
 
 def _start_default(ctx: Context) -> None:
-    """Train the default model on first use (shared by every session), with a compact status."""
+    """Say what the default model will be and how long it should take; train it on first use
+    (shared by every session) when that fits the budget, else on a click; a compact status."""
+    recipe, budget = ctx.default_recipe, cache.settings().train_budget
+    st.caption(f":material/model_training: Default model: {_describe(recipe)}", help=recipe.describe())
     registry = cache.job_registry()
-    job = registry.get(ctx.dataset.fingerprint, DEFAULT_CONFIG)
+    job = registry.get(ctx.dataset.fingerprint, recipe.config)
     if job is None or job.status == DONE:  # done but not listed: the store lost it; train again
-        job = registry.start(ctx.dataset, DEFAULT_CONFIG, ctx.store, ctx.device)
+        if not recipe.fits(budget):  # never a long job on its own
+            st.warning(
+                f"Training it here is estimated at {format_seconds(recipe.seconds)}, beyond the "
+                f"{format_seconds(budget)} a first visit waits for.",
+                icon=":material/schedule:",
+            )
+            if st.button(f"Train it ({format_seconds(recipe.seconds)})", key="start_default"):
+                registry.start(ctx.dataset, recipe.config, ctx.store, ctx.device)
+                st.rerun()
+            return
+        job = registry.start(ctx.dataset, recipe.config, ctx.store, ctx.device)
     if job.status == RUNNING:
         _sidebar_status(job)
         return
@@ -222,8 +249,33 @@ def _start_default(ctx: Context) -> None:
     notice = st.error if p.status == FAILED else st.warning  # a failure is an error; a stop is not
     notice(f"The default model {p.status}: {p.message}", icon=":material/warning:")
     if st.button("Train it again", key="retrain_default"):
-        registry.start(ctx.dataset, DEFAULT_CONFIG, ctx.store, ctx.device)
+        registry.start(ctx.dataset, recipe.config, ctx.store, ctx.device)
         st.rerun()
+
+
+def _describe(recipe: Recipe) -> str:
+    """`embedding_dot_bias · book recipe · 5 epochs · bs 64 · ~1.3 s`."""
+    c, seconds = recipe.config, format_seconds(recipe.seconds)
+    return f"{c.model} · {recipe.name} recipe · {c.epochs} epochs · bs {c.bs} · ~{seconds}"
+
+
+def _book_button(ctx: Context) -> None:
+    """The chapter's recipe one click away where the default is another, with its honest estimate;
+    the Train page then shows it training and makes it the active model when it is done."""
+    book = ctx.recipes["book"]
+    if ctx.default_config == book.config or entry_key(book.config, ctx.dataset.fingerprint) in {
+        r.key for r in ctx.records
+    }:
+        return
+    if st.button(
+        f"Train the book recipe instead (~{format_seconds(book.seconds)})",
+        key="train_book",
+        icon=":material/menu_book:",
+        help=f"{book.describe()}: the chapter's fit_one_cycle(5, 5e-3, wd=0.1) at batch size 64",
+    ):
+        cache.job_registry().start(ctx.dataset, book.config, ctx.store, ctx.device)
+        st.session_state["watched"] = (ctx.dataset.fingerprint, book.config)
+        st.switch_page("app_pages/train.py")
 
 
 @st.fragment(run_every=1.0)
@@ -265,11 +317,17 @@ def require_model() -> Trained:
     if trained is not None:
         return trained
     ctx = context()
-    job = cache.job_registry().get(ctx.dataset.fingerprint, DEFAULT_CONFIG)
-    st.info(
-        "The default model is training; this page opens as soon as it is done.",
-        icon=":material/hourglass_top:",
-    )
-    if job is not None and job.status == RUNNING:
-        training_panel(job)
+    job = cache.job_registry().get(ctx.dataset.fingerprint, ctx.default_config)
+    if job is not None and job.status in (RUNNING, DONE):  # done: the store lists it on the next run
+        st.info(
+            "The default model is training; this page opens as soon as it is done.",
+            icon=":material/hourglass_top:",
+        )
+        if job.status == RUNNING:
+            training_panel(job)
+    else:
+        st.info(
+            "This page needs a model: start the default one in the sidebar, or train one on the Train page.",
+            icon=":material/arrow_back:",
+        )
     st.stop()

@@ -368,3 +368,35 @@ def test_cached_analyses_are_keyed_by_the_model_key(trained, monkeypatch):
     assert len(calls) == 1 and again.equals(first)
     cache.bias_table(trained, 6, 0, "items")
     assert len(calls) == 2
+
+
+def test_the_train_page_offers_the_sized_recipe_with_estimates(trained):
+    at = page("app_pages/train.py")
+    assert_clean(at)
+    picker = at.selectbox(key="cfg_recipe")
+    assert picker.value == "auto" and [o.split(" ")[0] for o in picker.options] == ["auto", "book", "fast"]
+    assert picker.options[0].startswith("auto (book, ~") and picker.options[1].startswith("book (~")
+    assert at.toggle(key="cfg_sparse").value is False  # at ml-100k, auto is the chapter's recipe
+
+
+def test_the_sidebar_says_what_the_default_will_be_before_training(trained, tmp_path, monkeypatch):
+    """A budget the chapter's recipe does not fit (as at 25M): the sidebar names the sized recipe and
+    its estimate, starts nothing beyond the budget on its own, and keeps the book's one click away."""
+    monkeypatch.setenv("COLLAB_MODELS_DIR", str(tmp_path / "models"))  # nothing trained yet
+    monkeypatch.setenv("COLLAB_TRAIN_BUDGET", "1e-6")
+    at = page(PAGES[0])
+    assert not at.exception
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "Default model: embedding_dot_bias · sparse recipe · 1 epochs · bs 1024 · ~" in captions
+    assert any("beyond the" in w.value for w in at.sidebar.warning)
+    assert at.button(key="start_default").label.startswith("Train it (")
+    book = at.button(key="train_book")
+    assert book.label.startswith("Train the book recipe instead (~")
+    fingerprint = trained.dataset.fingerprint
+    assert not cache.job_registry().running(fingerprint)  # nothing started on its own
+    book.click().run()  # the chapter's recipe trains; the Train page shows it
+    assert not at.exception
+    job = cache.job_registry().get(fingerprint, TrainConfig())
+    assert job is not None
+    job.join(120)
+    assert job.status == DONE
