@@ -7,7 +7,6 @@ snapshot behind a lock; the pages redraw from `job.progress()` in a fragment. St
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -20,7 +19,6 @@ from collab_core.store import ModelStore
 from collab_core.train import BatchEvent, EpochEvent
 
 RUNNING, DONE, STOPPED, FAILED = "running", "done", "stopped", "failed"
-SWITCH_INTERVAL = 0.0005  # seconds between the interpreter's thread switches while jobs run
 
 
 @dataclass(frozen=True)
@@ -55,11 +53,6 @@ class TrainingJob:
         self._thread = threading.Thread(target=self._run, name=f"train-{self._progress.key}", daemon=True)
 
     def start(self) -> TrainingJob:
-        # The training loop releases the GIL in every torch op and must win it back each time; with
-        # Python's 5 ms switch interval any busy thread (a page's first run importing modules, a
-        # fragment redrawing) then holds it for up to 5 ms per op, a convoy that slowed the default
-        # model's fit ~1.7x in the app. 0.5 ms keeps the trainer near the CLI's speed.
-        sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread.start()
         return self
 
