@@ -178,6 +178,69 @@ def test_fused_step_agrees_with_autograd(key, wd_bias, data):
         assert not torch.equal(weights, initial[name]), f"{name} did not move"
 
 
+def lazy_adamw_reference(model, data, perm, lr_max, wd, wd_bias, n_steps, bs=64):
+    """Row-wise AdamW by autograd: each step decays and moves only the rows of its batch's users
+    and items, with the step count of the whole run in the bias correction. Returns the losses."""
+    params, losses = dict(model.named_parameters()), []
+    moments = {name: (torch.zeros_like(p), torch.zeros_like(p)) for name, p in params.items()}
+    for b in range(n_steps):
+        lr, beta1 = one_cycle(b / n_steps, lr_max)
+        idx = perm[b * bs : (b + 1) * bs]
+        users, items = data[0][idx], data[1][idx]
+        loss = nn.functional.mse_loss(model(users, items), data[2][idx])
+        model.zero_grad()
+        loss.backward()
+        losses.append(loss.item())
+        with torch.no_grad():
+            for name, p in params.items():
+                rows = (users if name.startswith("user") else items).unique()
+                decay = wd if wd_bias is None or "bias" not in name else wd_bias
+                m, v, g = moments[name][0], moments[name][1], p.grad[rows]
+                m[rows] = beta1 * m[rows] + (1 - beta1) * g
+                v[rows] = 0.99 * v[rows] + 0.01 * g * g
+                debias1, debias2 = 1 - beta1 ** (b + 1), 1 - 0.99 ** (b + 1)
+                p[rows] = p[rows] * (1 - lr * decay) - lr / debias1 * m[rows] / (
+                    (v[rows] / debias2).sqrt() + 1e-5
+                )
+    return losses
+
+
+@pytest.mark.parametrize("key", ["dot", "dot_range", "dot_bias", "dot_bias_params", "embedding_dot_bias"])
+@pytest.mark.parametrize("wd_bias", [None, 0.0])
+def test_sparse_fused_step_is_row_wise_adamw(key, wd_bias, data):
+    """The sparse fused step is lazy AdamW: the autograd reference's losses and weights after 10
+    steps, and a row no batch touched keeps its initial weights exactly."""
+    config = TrainConfig(model=key, n_factors=4, seed=0)
+    perm = torch.randperm(len(data[0][2]), generator=torch.Generator().manual_seed(0))
+    reference = build_model(config, 30, 20, CPU)
+    expected = lazy_adamw_reference(reference, data[0], perm, 1e-2, 0.1, wd_bias, 10)
+    model = build_model(config, 30, 20, CPU)
+    initial = model.factors()[0].clone()  # (n_users, F)
+    step = FusedDotStep(model, data[0], 64, 0.1, wd_bias, sparse=True)
+    step.shuffle(perm)
+    losses = [step(b, *one_cycle(b / 10, 1e-2)) for b in range(10)]
+    step.sync()
+    assert losses == pytest.approx(expected, rel=1e-5)
+    for name, weights in reference.state_dict().items():
+        assert torch.allclose(weights, model.state_dict()[name], rtol=1e-4, atol=1e-6), name
+    untouched = torch.ones(30, dtype=torch.bool)
+    untouched[data[0][0][perm[:640]]] = False  # user 0 rated nothing
+    assert untouched.any() and torch.equal(model.factors()[0][untouched], initial[untouched])
+
+
+def test_sparse_step_validates_like_the_model(data):
+    """The sparse step's NumPy validation gives the model's own metrics."""
+    config = TrainConfig(model="embedding_dot_bias", n_factors=4, seed=0, sparse=True)
+    model = build_model(config, 30, 20, CPU)
+    step = FusedDotStep(model, data[0], 64, 0.1, sparse=True)
+    step.shuffle(torch.arange(len(data[0][2])))
+    for b in range(5):
+        step(b, 1e-2, 0.9)
+    step.sync()
+    ours, theirs = step.evaluate(*data[1]), evaluate(model, *data[1])
+    assert ours == pytest.approx(theirs, rel=1e-5)
+
+
 def test_pick_step(data):
     config = TrainConfig(model="dot_bias", bs=64)
     model = build_model(config, 30, 20, CPU)
