@@ -12,13 +12,16 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from collab_core import analysis, foldin, ranking
+from collab_core import analysis, browse, foldin, ranking
+from collab_core.browse import RatingFilter
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_dataset, load_path
 from collab_core.download import download_ml100k
+from collab_core.encoding import Encoded, encode, split
 from collab_core.learner import Trained, find_lr, load_trained
 from collab_core.record import StoredModel
 from collab_core.settings import Settings, current
@@ -109,26 +112,58 @@ def upload_dataset(
 BY_KEY = {Trained: lambda t: t.key, Dataset: lambda d: d.fingerprint}
 
 
-@st.cache_resource(max_entries=2, show_spinner=False, hash_funcs=BY_KEY)
-def ratings_view(dataset: Dataset) -> pd.DataFrame:
-    """The ratings with title, year and genres for display; shared by sessions, so never modify it."""
-    view = dataset.ratings.join(dataset.items[["title", "year", "genres"]], on="item")
-    if "timestamp" in view:
-        view["timestamp"] = pd.to_datetime(view["timestamp"], unit="s")
-    return view
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
+def summary(dataset: Dataset) -> dict[str, float]:
+    """Counts, sparsity and mean rating (a pass over every rating: once per dataset, not per rerun)."""
+    return dataset.summary()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def ratings_matching(dataset: Dataset, wanted: RatingFilter) -> np.ndarray | None:
+    """Which ratings the table's filter keeps (a bool per rating; shared, so never modify it)."""
+    return browse.matches(dataset, wanted)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def rating_counts(dataset: Dataset) -> pd.Series:
+    return browse.rating_counts(dataset)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def ratings_per_user(dataset: Dataset) -> pd.Series:
+    return browse.ratings_per_user(dataset)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def ratings_per_movie(dataset: Dataset) -> pd.Series:
+    return browse.ratings_per_movie(dataset)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Indexing the ratings…", hash_funcs=BY_KEY)
+def encoded(dataset: Dataset, item_key: str) -> Encoded:
+    """The ratings as indices: one encoding per dataset and item key, shared by all its models."""
+    return encode(dataset, item_key)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Splitting the ratings…", hash_funcs=BY_KEY)
+def split_rows(dataset: Dataset, how: str, valid_pct: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, valid rows): one split per dataset and split setting, shared by all its models."""
+    return split(dataset, how, valid_pct, seed)
 
 
 @st.cache_resource(
     max_entries=3, show_spinner="Loading the model…", hash_funcs={**BY_KEY, StoredModel: lambda r: r.key}
 )
 def trained_model(dataset: Dataset, record: StoredModel, device: str) -> Trained:
-    """A stored model (an entry of store.list()) opened on its dataset."""
-    return load_trained(dataset, record, store(), device)
+    """A stored model (an entry of store.list()) opened on its dataset, with the shared encoding."""
+    config = record.config
+    rows = split_rows(dataset, config.split, config.valid_pct, config.seed)
+    return load_trained(dataset, record, store(), device, encoded(dataset, config.item_key), rows)
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
 def crosstab(dataset: Dataset, n: int) -> pd.DataFrame:
-    return analysis.crosstab(dataset, n=n)
+    return analysis.crosstab(dataset, n=n, encoded=encoded(dataset, "title"))
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
@@ -139,6 +174,11 @@ def crosstab_filled(trained: Trained, n: int) -> tuple[pd.DataFrame, pd.DataFram
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
 def bias_table(trained: Trained, n: int, min_ratings: int, of: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return analysis.bias_table(trained, n=n, min_ratings=min_ratings, of=of)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def bias_points(trained: Trained, n: int, min_ratings: int, of: str) -> pd.DataFrame:
+    return analysis.bias_points(trained, n=n, min_ratings=min_ratings, of=of)
 
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
@@ -154,16 +194,6 @@ def tsne_items(trained: Trained, n_items: int) -> pd.DataFrame:
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
 def nearest_items(trained: Trained, item: object, n: int, metric: str) -> pd.DataFrame:
     return analysis.nearest_items(trained, item, n=n, metric=metric)
-
-
-@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
-def user_stats(trained: Trained) -> pd.DataFrame:
-    return analysis.user_stats(trained)
-
-
-@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
-def item_stats(trained: Trained) -> pd.DataFrame:
-    return analysis.item_stats(trained)
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)

@@ -155,7 +155,7 @@ def _dataset_picker(notices) -> Dataset | None:
             if source == "ml-100k":
                 st.info(OFFLINE_HINT, icon=":material/wifi_off:")
         return None
-    s = dataset.summary()
+    s = cache.summary(dataset)
     st.caption(
         f"**{dataset.name}**: {s['ratings']:,} ratings · {s['users']:,} users · "
         f"{s['items']:,} movies · {1 - s['density']:.1%} empty"
