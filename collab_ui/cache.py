@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,17 +85,54 @@ def default_dataset(data_dir: str | None, cache_dir: str) -> Dataset:
     return load_dataset(None, data_dir=data_dir, cache_dir=Path(cache_dir), download=False)
 
 
-@st.cache_resource(max_entries=2, show_spinner=False)
+class Recent:
+    """The few values most recently loaded, shared by every session; each key loaded once at a time.
+
+    What st.cache_resource does, for loads that draw as they go: a cached function replays the
+    elements it drew into the next session that hits it, and a progress bar drawn in the page's
+    own placeholder cannot be replayed (CacheReplayClosureError: every second visitor of a Path
+    dataset saw a traceback)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._lock = threading.Lock()
+        self._values: OrderedDict = OrderedDict()
+        self._loading: dict[object, threading.Lock] = {}
+
+    def get(self, key: object, load: Callable[[], object]) -> object:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # a second session asking meanwhile waits for the first one's load
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+            value = load()
+            with self._lock:
+                self._values[key] = value
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
+                self._loading.pop(key, None)
+            return value
+
+
+@st.cache_resource(show_spinner=False)
+def _path_datasets() -> Recent:
+    return Recent(size=2)
+
+
 def path_dataset(
     path: str,
     columns: tuple[tuple[str, str | None], ...],
-    _progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
     """A folder, table or zip on the server; big tables are kept parsed in the cache folder, so a
     second open (after a restart too) reads them back in a fraction of a second."""
-    return load_path(
-        Path(path).expanduser(), columns=dict(columns), cache_dir=cache_dir(), progress=_progress
-    )
+    folder = Path(path).expanduser()
+    load = lambda: load_path(folder, columns=dict(columns), cache_dir=cache_dir(), progress=progress)  # noqa: E731
+    return _path_datasets().get((path, columns), load)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the upload…")

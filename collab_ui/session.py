@@ -23,6 +23,7 @@ from collab_ui.jobs import DONE, FAILED, RUNNING, TrainingJob
 DEFAULT = "default"  # the model selector's option for DEFAULT_CONFIG
 DEFAULT_CONFIG = TrainConfig()  # the model a first visit trains: the chapter's recipe
 PENDING = "pending_model"  # where activate_model leaves a key for the selector's next run
+RESTORED = "model_from_url"  # the ?model= key this session has restored already
 SOURCES = {
     "ml-100k": ":material/movie: ml-100k",
     "upload": ":material/upload: Upload",
@@ -86,8 +87,9 @@ def _model_picker(ctx: Context) -> str:
     others = [r.key for r in ctx.records if r.key != ctx.default_key]
     labels = {r.key: r.label for r in ctx.records}
     wanted = st.session_state.pop(PENDING, None)  # a page asked to switch: activate_model
-    if wanted is None and "model" not in st.session_state:  # the first run: restore a shared URL
-        wanted = st.query_params.get("model")
+    url = st.query_params.get("model")
+    if wanted is None and url in others and st.session_state.get(RESTORED) != url:
+        wanted = st.session_state[RESTORED] = url  # a shared URL, once its dataset is shown (a Path: later)
     if wanted in (DEFAULT, *others):
         st.session_state["model"] = wanted
     choice = st.selectbox(
@@ -98,7 +100,8 @@ def _model_picker(ctx: Context) -> str:
         help="Any stored model trained on this dataset, or the default one (trained on first use)",
     )
     if choice == DEFAULT:
-        st.query_params.pop("model", None)
+        if url in others or url == DEFAULT:  # a model of another dataset stays in the URL for when it is back
+            st.query_params.pop("model", None)
     else:
         st.query_params["model"] = choice
     return choice
@@ -175,7 +178,7 @@ def _read_path(path: str, columns: tuple[tuple[str, str | None], ...], notices) 
         bar.progress(fraction, text=f"Reading {Path(path).name}: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB")
 
     try:
-        return cache.path_dataset(path, columns, _progress=progress)
+        return cache.path_dataset(path, columns, progress)
     finally:
         bar.empty()
 
