@@ -1,5 +1,6 @@
 """Recommend: a user's top unseen movies, a movie's neighbours, and a brand-new user's picks."""
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -8,6 +9,7 @@ from collab_ui import cache, charts
 from collab_ui.draw import error, table
 from collab_ui.session import require_model
 
+MAX_OPTIONS = 5000  # movies listed in the pickers
 trained = require_model()
 st.title(":material/recommend: Recommend")
 
@@ -71,14 +73,21 @@ def for_a_user() -> None:
 for_a_user()
 
 st.subheader("Similar movies")
-by_popularity = items.sort_values("n_ratings", ascending=False)["title"].tolist()
+# the most-rated titles to pick from; any other can be typed (59k options cost the browser seconds)
+by_popularity = items.nlargest(MAX_OPTIONS, "n_ratings", keep="first")["title"].tolist()
+more = f"; any other of the {len(items):,} can be typed in full" if len(items) > MAX_OPTIONS else ""
+for key in ("movie", "new_movies"):  # picked on another dataset: typed titles are kept, so drop them here
+    picked = st.session_state.get(key)
+    if picked is not None and not pd.Index(np.atleast_1d(picked)).isin(items["title"]).all():
+        del st.session_state[key]
 left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
 movie = left.selectbox(
     "Movie",
     by_popularity,
     key="movie",
     bind="query-params",
-    help="Sorted by number of ratings; type to search",
+    accept_new_options=True,
+    help=f"The {len(by_popularity):,} most-rated movies, most first; type to search{more}",
 )
 euclidean = middle.toggle("Euclidean distance", key="euclidean", help="Cosine similarity when off")
 k = right.slider("Neighbours", 5, 30, 10, key="similar_n")
@@ -100,7 +109,9 @@ seen = st.multiselect(
     by_popularity,
     key="new_movies",
     max_selections=20,
+    accept_new_options=True,
     placeholder="Pick a few movies, e.g. the most popular ones",
+    help=f"The {len(by_popularity):,} most-rated movies{more}",
 )
 ratings = {}
 if seen:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,16 +186,15 @@ def scale(folder: Path, timeout: float, model_timeout: float, models_dir: str | 
 
 
 def scale_model(folder: Path, timeout: float, models_dir: str, key: str) -> None:
-    """The pages on a stored model, each opened with ?model=KEY (no default model is trained):
-    the model opened (on Biases) after the dataset is shown, each page in a new session, each page
-    reached from the sidebar, and the server's peak and idle memory."""
+    """The pages on a stored model, each opened by its URL (?source=path&data_path=...&model=KEY: no
+    default model is trained): on a fresh server, the dataset shown and then the model opened (on
+    Biases); each page in a new session; each page reached from the sidebar; the server's memory."""
+    query = urllib.parse.urlencode({"source": "path", "data_path": str(folder), "model": key})
     with contextlib.ExitStack() as stack:
         url, process = stack.enter_context(app_server({"COLLAB_MODELS_DIR": models_dir}))
         page = stack.enter_context(browser_page())
-        page.goto(f"{url}/biases?model={key}")  # the first session opens the dataset and the model
-        wait_interactive(page, timeout * 1000)
         start = time.perf_counter()
-        enter_path(page, folder)
+        page.goto(f"{url}/biases?{query}")  # the first session reads the dataset and opens the model
         loaded = opened = None
         with contextlib.suppress(Exception):
             page.wait_for_selector('[data-testid="stSidebar"] :text(" ratings · ")', timeout=timeout * 1000)
@@ -204,9 +204,8 @@ def scale_model(folder: Path, timeout: float, models_dir: str, key: str) -> None
         fresh, switched = {}, {}
         for name in PAGES:  # a new session on each page
             t = time.perf_counter()
-            page.goto(f"{url}/{name}?model={key}")
+            page.goto(f"{url}/{name}?{query}")
             with contextlib.suppress(Exception):
-                enter_path(page, folder)
                 wait_interactive(page, timeout * 1000, READY[name])
                 fresh[name] = time.perf_counter() - t
         for name in (*PAGES[1:], PAGES[0]):  # then each page from the sidebar, in that session

@@ -123,9 +123,15 @@ def devices() -> list[str]:
 
 def _dataset_picker(notices) -> Dataset | None:
     sources = [name for name in SOURCES if name != "path" or cache.paths_allowed()]
-    source = st.segmented_control(
-        "Dataset", sources, format_func=SOURCES.get, key="source", default="ml-100k", required=True
-    )
+    if "source" not in st.session_state:  # ?source=path&data_path=...&model=...: a URL opens the same view
+        st.session_state["source"] = (
+            st.query_params.get("source") if st.query_params.get("source") in sources else "ml-100k"
+        )
+    source = st.segmented_control("Dataset", sources, format_func=SOURCES.get, key="source", required=True)
+    if source == "ml-100k":
+        st.query_params.pop("source", None)
+    else:
+        st.query_params["source"] = source
     try:
         if source == "upload":
             upload = st.file_uploader(
@@ -142,7 +148,10 @@ def _dataset_picker(notices) -> Dataset | None:
             dataset = cache.upload_dataset(upload.name, digest, payload, columns)
         elif source == "path" and cache.paths_allowed():
             path = st.text_input(
-                "Folder or file", key="data_path", placeholder="/data/ml-100k or ratings.csv"
+                "Folder or file",
+                key="data_path",
+                placeholder="/data/ml-100k or ratings.csv",
+                bind="query-params",
             )
             columns = _column_options()
             if not path.strip():
