@@ -217,7 +217,7 @@ def scale_model(folder: Path, timeout: float, models_dir: str, key: str) -> None
         idle = peak_rss_gb(process.pid, "VmRSS")
         rss = peak_rss_gb(process.pid)
     print(f"the app over {folder} with stored model {key} (load: {os.getloadavg()[0]:.2f}):")
-    row("dataset shown after entering the path", "<= 10 s", loaded, limit=10.0)
+    row("dataset shown, its URL opened on a cold server", "<= 10 s", loaded, limit=10.0)
     row("model opened and Biases drawn after that", "<= 3 s", opened, limit=3.0)
     for name in PAGES:
         row(f"page {TITLES[name]} interactive (new session)", "<= 3 s", fresh.get(name), limit=3.0)
