@@ -312,6 +312,7 @@ def embedding_map(
     coords = coords.assign(genre=coords["genres"].str.split("|").str[0].replace("", "unknown"))
     column, continuous = COLOURS[colour]
     data, template = _hover(coords)
+    size, opacity = (7, 0.8) if len(coords) <= 2000 else (4, 0.6)  # tens of thousands: smaller, see-through
     fig = go.Figure()
     if continuous:
         values = coords[column].astype("float64")
@@ -326,8 +327,8 @@ def embedding_map(
             marker={
                 "color": scale,
                 "colorscale": "Viridis",
-                "size": 7,
-                "opacity": 0.8,
+                "size": size,
+                "opacity": opacity,
                 "showscale": True,
                 "colorbar": {"title": "log10 ratings" if column == "n_ratings" else colour},
             },
@@ -341,7 +342,7 @@ def embedding_map(
                 name=genre,
                 customdata=data[coords.index.get_indexer(rows.index)],
                 hovertemplate=template,
-                marker={"color": GENRE_COLOURS[i % len(GENRE_COLOURS)], "size": 7, "opacity": 0.8},
+                marker={"color": GENRE_COLOURS[i % len(GENRE_COLOURS)], "size": size, "opacity": opacity},
             )
     if label_top:  # the most-rated movies, and (in violet) the ones at the ends of each axis
         top = coords.nlargest(label_top, "n_ratings")
