@@ -1,6 +1,5 @@
 """Recommend: a user's top unseen movies, a movie's neighbours, and a brand-new user's picks."""
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -32,9 +31,14 @@ def pick_user(container) -> object:
             bind="query-params",
             help=f"{len(ids):,} users with ids {low}..{high}",
         )
-    return container.text_input(
+    typed = container.text_input(
         "User id", str(ids.iloc[0]), key="user", bind="query-params", help=f"{len(ids):,} users"
     ).strip()
+    if ids.astype(str).eq(typed).any():
+        return typed
+    # never echoed: text from a URL must not reach a message (Markdown renders)
+    container.warning(f"No user has that id; showing user {ids.iloc[0]}", icon=":material/person_off:")
+    return str(ids.iloc[0])
 
 
 def describe(user: object, index: int) -> str:
@@ -73,21 +77,17 @@ def for_a_user() -> None:
 for_a_user()
 
 st.subheader("Similar movies")
-# the most-rated titles to pick from; any other can be typed (59k options cost the browser seconds)
+# the most-rated titles to pick from (59k options cost the browser two seconds a run); a picker takes
+# no typed title: a URL's hostile text must never reach a message (they render Markdown)
 by_popularity = items.nlargest(MAX_OPTIONS, "n_ratings", keep="first")["title"].tolist()
-more = f"; any other of the {len(items):,} can be typed in full" if len(items) > MAX_OPTIONS else ""
-for key in ("movie", "new_movies"):  # picked on another dataset: typed titles are kept, so drop them here
-    picked = st.session_state.get(key)
-    if picked is not None and not pd.Index(np.atleast_1d(picked)).isin(items["title"]).all():
-        del st.session_state[key]
+more = f" of {len(items):,}" if len(items) > MAX_OPTIONS else ""
 left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
 movie = left.selectbox(
     "Movie",
     by_popularity,
     key="movie",
     bind="query-params",
-    accept_new_options=True,
-    help=f"The {len(by_popularity):,} most-rated movies, most first; type to search{more}",
+    help=f"The {len(by_popularity):,} most-rated movies{more}, most first; type to search",
 )
 euclidean = middle.toggle("Euclidean distance", key="euclidean", help="Cosine similarity when off")
 k = right.slider("Neighbours", 5, 30, 10, key="similar_n")
@@ -109,7 +109,6 @@ seen = st.multiselect(
     by_popularity,
     key="new_movies",
     max_selections=20,
-    accept_new_options=True,
     placeholder="Pick a few movies, e.g. the most popular ones",
     help=f"The {len(by_popularity):,} most-rated movies{more}",
 )
