@@ -185,16 +185,16 @@ def default_stored(server) -> bool:
 
 
 def test_first_open_trains_the_default_model_live(server, page):
+    start = time.perf_counter()
     page.goto(f"{server['url']}/recommend")  # a page that needs the model shows it training
-    page.get_by_text("The default model is training").wait_for(timeout=SLOW)
-    chart = page.locator(LIVE_CHART).first
-    chart.wait_for(timeout=SLOW)
-    assert page.locator('[data-testid="stSidebar"]').get_by_text("Training the default model").is_visible()
-    with contextlib.suppress(sync_api.Error):  # a curve to show, unless training ends first
-        drawing = f"g => !!g?._fullData && ({LAST_X})(g) > 0"
-        page.wait_for_function(f"() => ({drawing})(document.querySelector('{LIVE_CHART}'))", timeout=30_000)
-    screenshot(page, "01-first-open-training-live")
+    # at ml-100k the default model trains in a few seconds: the live view shows while it does, unless
+    # the training ends first (the live chart itself is checked by the two-epoch test below)
+    with contextlib.suppress(sync_api.Error):
+        page.get_by_text("The default model is training").wait_for(timeout=10_000)
+        page.locator(LIVE_CHART).first.wait_for(timeout=5_000)
+        screenshot(page, "01-first-open-training-live")
     page.get_by_text("Top 10 unseen movies for user 1").wait_for(timeout=SLOW)  # opens once trained
+    TIMINGS["first_open_to_recommendations_s"] = time.perf_counter() - start
     idle(page)
     assert_no_exception(page)
     assert default_stored(server)
@@ -218,11 +218,10 @@ def test_pick_a_user_and_see_recommendations(server, page):
     if not default_stored(server):
         pytest.skip("the default model was not trained")
     open_page(page, server, "recommend")
-    picker = page.locator(".st-key-user input")
-    picker.click()
-    picker.press_sequentially("42")  # the list is long and virtual: filter it first
-    page.get_by_role("option", name="42", exact=True).click()
+    picker = page.locator(".st-key-user input")  # a user typed by id (MovieLens 25M has 162k)
+    picker.fill("42")
     start = time.perf_counter()
+    picker.press("Enter")
     page.get_by_text("Top 10 unseen movies for user 42").wait_for(timeout=60_000)
     idle(page)
     TIMINGS["user_to_recommendations_s"] = time.perf_counter() - start
@@ -240,7 +239,7 @@ def test_a_two_epoch_training_draws_live(server, page):
         pytest.skip("the default model was not trained")
     open_page(page, server, "train")
     for label, value in (("Epochs", "2"), ("Batch size", "16")):  # small batches: ~10k steps to watch
-        field = page.get_by_label(label)
+        field = page.get_by_role("spinbutton", name=label)
         field.fill(value)
         field.press("Enter")
         idle(page)
