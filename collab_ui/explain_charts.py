@@ -1,0 +1,151 @@
+"""Plotly figures for the explanations (issue 12): a prediction's waterfall and a user on the movie map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from collab_core.explain import Breakdown
+from collab_core.maps import UserOnMap
+from collab_ui.charts import PALETTE, styled
+
+UP, DOWN, TOTAL = "#2e7d32", "#c62828", "#455a64"  # a part that raises the score, lowers it, a total
+
+
+def waterfall(found: Breakdown) -> go.Figure:
+    """The parts of the raw score in turn, the raw score, then the link to the predicted rating;
+    the output range's ends as dotted lines."""
+    parts = list(found.parts)
+    if parts and parts[-1].name == "the network's baseline":  # IG: start from f(baseline), then the shares
+        parts = [parts[-1], *parts[:-1]]
+    names = [p.name for p in parts] + ["raw score"]
+    values = [p.value for p in parts] + [found.raw]
+    measures = ["relative"] * len(parts) + ["total"]
+    if found.y_range is not None:
+        low, high = found.y_range
+        names += [f"link: sigmoid into {low:g}–{high:g}", "predicted"]
+        values += [found.prediction - found.raw, found.prediction]
+        measures += ["relative", "total"]
+    fig = go.Figure(
+        go.Waterfall(
+            x=names,
+            y=values,
+            measure=measures,
+            base=0,
+            text=[f"{v:+.3f}" if m == "relative" else f"{v:.3f}" for v, m in zip(values, measures)],
+            textposition="outside",
+            increasing={"marker": {"color": UP}},
+            decreasing={"marker": {"color": DOWN}},
+            totals={"marker": {"color": TOTAL}},
+            connector={"line": {"color": "#b0b0b0", "width": 1, "dash": "dot"}},
+            hovertemplate="%{x}<br>%{text}<extra></extra>",
+        )
+    )
+    if found.y_range is not None:
+        for end, where in zip(found.y_range, ("bottom", "top")):
+            fig.add_hline(
+                y=end,
+                line={"color": "#888", "width": 1, "dash": "dot"},
+                annotation_text=f"y_range {'low' if where == 'bottom' else 'high'} {end:g}",
+                annotation_position=f"{where} left",
+                annotation_font={"size": 11, "color": "#666"},
+            )
+    heights = np.cumsum([0.0, *values])
+    span = [min(0.0, heights.min(), *found.y_range or ()), max(heights.max(), *found.y_range or ())]
+    pad = 0.12 * (span[1] - span[0] or 1.0)
+    fig.update_yaxes(range=[span[0] - pad * (span[0] < 0), span[1] + pad], zeroline=True)
+    fig.update_xaxes(tickangle=-30)
+    who = "the new user" if found.user is None else f"user {found.user}"
+    fig.update_layout(showlegend=False)
+    return styled(fig, f"Why {who} gets {found.prediction:.2f} for {found.title}", "", "score", height=440)
+
+
+def user_map(
+    coords: pd.DataFrame, on_map: UserOnMap, x: str, y: str, axis_names: tuple[str, str], y_range
+) -> go.Figure:
+    """The mapped movies in grey, the user's rated movies coloured by their rating, their top
+    recommendations as stars, and the user's direction as an arrow from the centre."""
+    fig = go.Figure()
+    fig.add_scattergl(
+        x=coords[x],
+        y=coords[y],
+        mode="markers",
+        name="other movies",
+        marker={"color": "#c9ced6", "size": 5, "opacity": 0.6},
+        text=coords["title"],
+        hovertemplate="%{text}<extra></extra>",
+    )
+    points = on_map.points
+    rated, recommended = points[points["role"] == "rated"], points[points["role"] == "recommended"]
+    low, high = y_range or (float(rated["rating"].min()), float(rated["rating"].max()))
+    fig.add_scatter(
+        x=rated[x],
+        y=rated[y],
+        mode="markers",
+        name=f"rated ({len(rated)})",
+        marker={
+            "color": rated["rating"],
+            "colorscale": "RdYlGn",
+            "cmin": low,
+            "cmax": high,
+            "size": 8,
+            "line": {"color": "#333", "width": 0.5},
+            "colorbar": {"title": "their rating", "x": 1.0},
+        },
+        customdata=np.stack([rated["title"], rated["rating"]], axis=1) if len(rated) else None,
+        hovertemplate="<b>%{customdata[0]}</b><br>rated %{customdata[1]:g}<extra></extra>",
+    )
+    fig.add_scatter(
+        x=recommended[x],
+        y=recommended[y],
+        mode="markers+text",
+        name=f"top {len(recommended)} recommended",
+        marker={"symbol": "star", "size": 15, "color": PALETTE[5], "line": {"color": "#222", "width": 1}},
+        text=recommended["title"].str.replace(r"\s*\(\d{4}\)$", "", regex=True),
+        textposition="top center",
+        textfont={"size": 10, "color": "#1f2933"},
+        hovertemplate="<b>%{text}</b><br>recommended<extra></extra>",
+    )
+    _arrow(fig, coords, on_map, x, y)
+    styled(fig, f"User {on_map.user} on the movie map", axis_names[0], axis_names[1], height=620)
+    fig.update_layout(legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0.0})
+    return fig
+
+
+def _arrow(fig: go.Figure, coords: pd.DataFrame, on_map: UserOnMap, x: str, y: str) -> None:
+    """The user's direction (u·v_x, u·v_y), scaled to reach 80% of the way to the map's edge."""
+    dx, dy = on_map.direction[int(x[2:]) - 1], on_map.direction[int(y[2:]) - 1]
+    length = float(np.hypot(dx, dy))
+    if length == 0:
+        return
+    reach = 0.8 * float(min(coords[x].abs().max(), coords[y].abs().max()))
+    tip_x, tip_y = dx / length * reach, dy / length * reach
+    fig.add_annotation(
+        x=tip_x,
+        y=tip_y,
+        ax=0,
+        ay=0,
+        xref="x",
+        yref="y",
+        axref="x",
+        ayref="y",
+        showarrow=True,
+        arrowhead=3,
+        arrowsize=1.5,
+        arrowwidth=3,
+        arrowcolor="#1565c0",
+        text="",
+    )
+    fig.add_annotation(  # the label at the tip (an arrow's own text sits at its tail)
+        x=tip_x,
+        y=tip_y,
+        xref="x",
+        yref="y",
+        showarrow=False,
+        text=f"user {on_map.user}'s taste",
+        xanchor="left" if tip_x >= 0 else "right",
+        yanchor="bottom" if tip_y >= 0 else "top",
+        font={"color": "#1565c0", "size": 13},
+        bgcolor="rgba(255,255,255,0.75)",
+    )
