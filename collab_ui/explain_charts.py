@@ -51,10 +51,15 @@ def waterfall(found: Breakdown) -> go.Figure:
                 annotation_position=f"{where} left",
                 annotation_font={"size": 11, "color": "#666"},
             )
-    heights = np.cumsum([0.0, *values])
-    span = [min(0.0, heights.min(), *found.y_range or ()), max(heights.max(), *found.y_range or ())]
-    pad = 0.12 * (span[1] - span[0] or 1.0)
-    fig.update_yaxes(range=[span[0] - pad * (span[0] < 0), span[1] + pad], zeroline=True)
+    levels = [0.0, *found.y_range] if found.y_range else [0.0]
+    running = 0.0
+    for value, measure in zip(values, measures):  # each bar's ends: a part moves the level, a total sets it
+        levels.append(running)
+        running = value if measure == "total" else running + value
+        levels.append(running)
+    low, high = min(levels), max(levels)
+    pad = 0.15 * (high - low or 1.0)
+    fig.update_yaxes(range=[low - pad * (low < 0), high + pad], zeroline=True)
     fig.update_xaxes(tickangle=-30)
     who = "the new user" if found.user is None else f"user {found.user}"
     fig.update_layout(showlegend=False)

@@ -75,7 +75,7 @@ def _breakdown_and_because(found: Breakdown, because: pd.DataFrame, heading: str
     )
     side.markdown(f"**{heading}**")
     side.caption(f"The movies rated that lie closest to *{found.title}* in the model's item space (cosine).")
-    table(because, key, side, columns=["title", "rating", "similarity", "in_valid"])
+    table(because, key, side, columns=["title", "rating", "similarity"])
 
 
 def what_if(trained: Trained, user: object, n: int, min_ratings: int) -> None:
@@ -206,10 +206,10 @@ def _moves_table(recs: pd.DataFrame, key: str, container) -> None:
             "rank": recs["rank"],
             "move": move,
             "title": recs["title"],
+            "genres": recs["genres"].str.replace("|", ", "),
             "predicted": recs["predicted"],
             "predicted_before": recs["predicted_before"],
             "rank_before": recs["rank_before"],
-            "genres": recs["genres"].str.replace("|", ", "),
         }
     )
 
@@ -233,6 +233,7 @@ def _moves_table(recs: pd.DataFrame, key: str, container) -> None:
             "move": st.column_config.TextColumn(
                 "Move", help="against the model's own list; new: was not in it"
             ),
+            "predicted": st.column_config.NumberColumn("Predicted", format="%.2f ★"),
             "predicted_before": st.column_config.NumberColumn("Before", format="%.2f ★"),
             "rank_before": st.column_config.NumberColumn("Rank before", format="%d"),
             "genres": st.column_config.TextColumn("Genres"),
