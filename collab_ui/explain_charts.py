@@ -67,7 +67,12 @@ def waterfall(found: Breakdown) -> go.Figure:
 
 
 def user_map(
-    coords: pd.DataFrame, on_map: UserOnMap, x: str, y: str, axis_names: tuple[str, str], y_range
+    coords: pd.DataFrame,
+    on_map: UserOnMap,
+    x: str,
+    y: str,
+    axis_names: tuple[str, str],
+    scale: tuple[float, float],
 ) -> go.Figure:
     """The mapped movies in grey, the user's rated movies coloured by their rating, their top
     recommendations as stars, and the user's direction as an arrow from the centre."""
@@ -83,7 +88,7 @@ def user_map(
     )
     points = on_map.points
     rated, recommended = points[points["role"] == "rated"], points[points["role"] == "recommended"]
-    low, high = y_range or (float(rated["rating"].min()), float(rated["rating"].max()))
+    low, high = scale  # the data's rating scale, the same colours for every user
     fig.add_scatter(
         x=rated[x],
         y=rated[y],
@@ -107,7 +112,7 @@ def user_map(
         mode="markers+text",
         name=f"top {len(recommended)} recommended",
         marker={"symbol": "star", "size": 15, "color": PALETTE[5], "line": {"color": "#222", "width": 1}},
-        text=recommended["title"].str.replace(r"\s*\(\d{4}\)$", "", regex=True),
+        text=recommended["title"].str.replace(r"\s*\(\d{4}\)$", "", regex=True).map(_short),
         textposition="top center",
         textfont={"size": 10, "color": "#1f2933"},
         hovertemplate="<b>%{text}</b><br>recommended<extra></extra>",
@@ -126,6 +131,14 @@ def _arrow(fig: go.Figure, coords: pd.DataFrame, on_map: UserOnMap, x: str, y: s
         return
     reach = 0.8 * float(min(coords[x].abs().max(), coords[y].abs().max()))
     tip_x, tip_y = dx / length * reach, dy / length * reach
+    fig.add_scatter(  # the shaft, so that the legend names the arrow
+        x=[0, tip_x],
+        y=[0, tip_y],
+        mode="lines",
+        name=f"user {on_map.user}'s direction",
+        line={"color": "#1565c0", "width": 3},
+        hoverinfo="skip",
+    )
     fig.add_annotation(
         x=tip_x,
         y=tip_y,
@@ -142,15 +155,7 @@ def _arrow(fig: go.Figure, coords: pd.DataFrame, on_map: UserOnMap, x: str, y: s
         arrowcolor="#1565c0",
         text="",
     )
-    fig.add_annotation(  # the label at the tip (an arrow's own text sits at its tail)
-        x=tip_x,
-        y=tip_y,
-        xref="x",
-        yref="y",
-        showarrow=False,
-        text=f"user {on_map.user}'s taste",
-        xanchor="left" if tip_x >= 0 else "right",
-        yanchor="bottom" if tip_y >= 0 else "top",
-        font={"color": "#1565c0", "size": 13},
-        bgcolor="rgba(255,255,255,0.75)",
-    )
+
+
+def _short(title: str, width: int = 28) -> str:
+    return title if len(title) <= width else title[: width - 1] + "…"

@@ -274,7 +274,8 @@ def user_on_map(trained: Trained, n_items: int, k: int, x_name: str, y_name: str
         return
     x, y = x_name.lower(), y_name.lower()
     names = axis_names(trained, n_items, k, x_name, y_name)
-    figure = user_map(pca.coords, on_map, x, y, names, trained.model.y_range)
+    scale = trained.dataset.rating_scale
+    figure = user_map(pca.coords, on_map, x, y, names, (scale.low, scale.high))
     st.plotly_chart(figure, key="user_map", config={"displaylogo": False})
     st.caption(
         f"The arrow is user {user}'s direction u·v on these two axes: the further a movie lies along it, the "
@@ -335,7 +336,10 @@ def how_sure(trained: Trained) -> None:
             error(e)
         else:
             left.container(key="worst_predicted").dataframe(
-                worst, hide_index=True, column_config={**COLUMNS, **rmse}
+                worst,
+                hide_index=True,
+                column_config={**COLUMNS, **rmse},
+                column_order=["title", "valid_rmse", "mean_error", "n_valid", "n_ratings"],
             )
         right.markdown("**Thinly rated, extreme bias** (furthest from the median bias)")
         try:

@@ -99,7 +99,7 @@ def test_a_user_on_the_map_and_the_axis_labels(trained):  # noqa: F811
     assert_clean(at)
     user_map = _chart(at, "user_map")
     assert "User 42 on the movie map" in user_map and "top 10 recommended" in user_map
-    assert "taste" in user_map and "PC2: " in user_map
+    assert "user 42's direction" in user_map and "PC2: " in user_map
     at.selectbox(key="pca_colour").select("validation RMSE").run()
     assert_clean(at)
     assert "validation RMSE" in _chart(at, "pca_map")
