@@ -1,12 +1,13 @@
 """Ratings: the table with filters and paging, counts and distributions, the crosstab of seeds."""
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from collab_core import browse
+from collab_core.browse import RatingFilter
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
 from collab_ui.draw import error, table
@@ -14,7 +15,7 @@ from collab_ui.session import active_model, require_dataset
 
 dataset = require_dataset()
 st.title(":material/table_chart: Ratings")
-summary = dataset.summary()
+summary = cache.summary(dataset)
 columns = st.columns(5)
 columns[0].metric("Ratings", f"{summary['ratings']:,}")
 columns[1].metric("Users", f"{summary['users']:,}")
@@ -27,45 +28,41 @@ columns[4].metric("Mean rating", f"{summary['mean_rating']:.2f}")
 table_tab, distribution_tab, crosstab_tab = st.tabs(["Table", "Distributions", "Crosstab"])
 
 with table_tab:
-    view = cache.ratings_view(dataset)
     left, middle, right, last = st.columns([3, 2, 3, 2])
     title = left.text_input("Title contains", key="filter_title", placeholder="e.g. Star Wars")
     users = middle.text_input("User ids", key="filter_users", placeholder="e.g. 1, 42")
-    genres = sorted({g for gs in dataset.items["genres"] for g in gs.split("|") if g})
+    genres = sorted({g for gs in dataset.items["genres"].unique() for g in gs.split("|") if g})
     picked = right.multiselect("Genres (any of)", genres, key="filter_genres")
-    low, high = float(view["rating"].min()), float(view["rating"].max())
-    rating_range = (low, high)  # a slider needs min < max: a table with one rating value has none
-    if low < high:
-        rating_range = last.slider("Rating", low, high, (low, high), step=0.5, key="filter_rating")
-    mask = view["rating"].between(*rating_range)
-    if title.strip():
-        mask &= view["title"].str.contains(title.strip(), case=False, regex=False)
-    if users.strip():
-        wanted = {u.strip() for u in users.split(",") if u.strip()}
-        mask &= view["user"].astype(str).isin(wanted)
-    if picked:
-        mask &= view["genres"].str.contains(rf"(?:^|\|)(?:{'|'.join(map(re.escape, picked))})(?:\||$)")
-    rows = view[mask]
+    scale = dataset.rating_scale
+    rating_range = None  # a slider needs min < max: a table with one rating value has none
+    if scale.low < scale.high:
+        full = (scale.low, scale.high)
+        chosen = last.slider("Rating", *full, full, step=scale.step or 0.5, key="filter_rating")
+        rating_range = None if chosen == full else chosen
+    wanted = RatingFilter(
+        title=title.strip(),
+        users=tuple(u.strip() for u in users.split(",") if u.strip()),
+        genres=tuple(picked),
+        rating=rating_range,
+    )
+    mask = cache.ratings_matching(dataset, wanted)
+    n_rows = browse.count(dataset, mask)
     size_col, page_col = st.columns([1, 4], vertical_alignment="bottom")
     page_size = size_col.selectbox("Rows per page", [25, 50, 100, 250], index=1, key="page_size")
-    n_pages = max(1, math.ceil(len(rows) / page_size))
+    n_pages = max(1, math.ceil(n_rows / page_size))
     with page_col:
         page = min(st.pagination(n_pages, key="ratings_page", max_visible_pages=9), n_pages)
     start = (page - 1) * page_size
-    st.caption(
-        f"Rows {start + 1 if len(rows) else 0:,}–{min(start + page_size, len(rows)):,} "
-        f"of {len(rows):,} matching ratings"
-    )
-    columns = [c for c in ("user", "title", "rating", "year", "genres", "timestamp") if c in rows]
-    table(rows.iloc[start : start + page_size], "ratings_table", columns=columns)
+    end = min(start + page_size, n_rows)
+    st.caption(f"Rows {start + 1 if n_rows else 0:,}–{end:,} of {n_rows:,} matching ratings")
+    rows = browse.page(dataset, mask, start, page_size)
+    table(rows, "ratings_table", columns=[c for c in browse.COLUMNS if c in rows])
 
 with distribution_tab:
-    ratings = dataset.ratings
-    st.plotly_chart(charts.rating_histogram(ratings["rating"]), key="rating_histogram")
+    st.plotly_chart(charts.rating_histogram(cache.rating_counts(dataset)), key="rating_histogram")
     per_user, per_movie = st.columns(2)
-    per_user.plotly_chart(charts.long_tail(ratings["user"].value_counts(), "user"), key="tail_users")
-    titles = ratings["item"].map(dataset.items["title"]).value_counts()
-    per_movie.plotly_chart(charts.long_tail(titles, "movie"), key="tail_movies")
+    per_user.plotly_chart(charts.long_tail(cache.ratings_per_user(dataset), "user"), key="tail_users")
+    per_movie.plotly_chart(charts.long_tail(cache.ratings_per_movie(dataset), "movie"), key="tail_movies")
 
 with crosstab_tab:
     st.caption("The 15 most active users against the 15 most-rated movies, as the chapter shows it.")

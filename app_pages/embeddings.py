@@ -2,27 +2,33 @@
 
 import streamlit as st
 
-from collab_core.analysis import pca_extremes
+from collab_core.analysis import pca_extremes, tsne_seconds
 from collab_core.errors import CollabError
 from collab_ui import cache, charts, explain_views
 from collab_ui.draw import error, table
 from collab_ui.session import require_model
 
 K = 5  # components computed; any two can be plotted
+DEFAULT_POINTS = 1000  # the map's default: the most-rated movies, whose factors are the best trained
+TSNE_MAX = 3000  # t-SNE beyond this many movies takes over 10 s on 2 cores
 trained = require_model()
 st.title(":material/scatter_plot: Embeddings")
 n_movies = trained.encoded.n_items - 1
 
 controls = st.columns([3, 1, 1, 2, 2])
-n_items = controls[0].slider(
-    "Most-rated movies",
-    min(20, n_movies),
-    n_movies,
-    min(1000, n_movies),
-    step=10,
-    key="pca_n",
-    help="PCA of the factors of this many most-rated movies",
-)
+with controls[0]:
+    show_all = st.toggle(f"All {n_movies:,} movies", key="pca_all", help="The map stays smooth (WebGL)")
+    n_items = st.slider(
+        "Most-rated movies",
+        min(20, n_movies),
+        n_movies,
+        min(DEFAULT_POINTS, n_movies),
+        step=10,
+        key="pca_n",
+        disabled=show_all,
+        help="PCA of the factors of this many most-rated movies (the best-trained factors)",
+    )
+n_items = n_movies if show_all else n_items
 components = [f"PC{i}" for i in range(1, K + 1)]
 x_name = controls[1].selectbox("x axis", components, index=0, key="pca_x")
 y_name = controls[2].selectbox("y axis", components, index=1, key="pca_y")
@@ -76,16 +82,27 @@ with extremes:
     table(highest, "pca_high", high_col)
 
 st.subheader("t-SNE")
-wanted = (trained.key, n_items)
-if st.button(f"Run t-SNE on these {n_items:,} movies", key="tsne_run", icon=":material/bubble_chart:"):
-    with st.spinner(f"Running t-SNE on {n_items:,} movie embeddings…", show_time=True):
+n_tsne = min(n_items, TSNE_MAX)  # beyond it t-SNE takes minutes: it maps the most-rated of them
+if n_tsne < n_items:
+    st.caption(
+        f"t-SNE of all {n_items:,} movies would take about {tsne_seconds(n_items) / 60:.0f} min here: "
+        f"it maps the {n_tsne:,} most-rated of them."
+    )
+wanted = (trained.key, n_tsne)
+estimate = tsne_seconds(n_tsne)
+if st.button(
+    f"Run t-SNE on the {n_tsne:,} most-rated movies (about {estimate:.0f} s)",
+    key="tsne_run",
+    icon=":material/bubble_chart:",
+):
+    with st.spinner(f"Running t-SNE on {n_tsne:,} movies (about {estimate:.0f} s)…", show_time=True):
         try:
-            cache.tsne_items(trained, n_items)
+            cache.tsne_items(trained, n_tsne)
             st.session_state["tsne_for"] = wanted
         except CollabError as e:
             error(e)
 if st.session_state.get("tsne_for") == wanted:
-    tsne = cache.tsne_items(trained, n_items).join(cache.movie_errors(trained)["valid_rmse"])
+    tsne = cache.tsne_items(trained, n_tsne).join(cache.movie_errors(trained)["valid_rmse"])
     st.plotly_chart(
         charts.embedding_map(
             tsne,
@@ -99,7 +116,7 @@ if st.session_state.get("tsne_for") == wanted:
         key="tsne_map",
     )
 else:
-    st.caption("t-SNE keeps neighbours together better than PCA but takes a few seconds: run it on request.")
+    st.caption("t-SNE keeps neighbours together better than PCA but takes seconds: run it on request.")
 
 explain_views.user_on_map(trained, n_items, K, x_name, y_name)
 explain_views.genre_readability(trained)

@@ -1,5 +1,6 @@
 """Recommend: a user's top unseen movies, a movie's neighbours, and a brand-new user's picks."""
 
+import pandas as pd
 import streamlit as st
 
 from collab_core.errors import CollabError
@@ -7,53 +8,88 @@ from collab_ui import cache, charts, explain_views
 from collab_ui.draw import error, table
 from collab_ui.session import require_model
 
+MAX_OPTIONS = 5000  # movies listed in the pickers
 trained = require_model()
 st.title(":material/recommend: Recommend")
 
-users = cache.user_stats(trained)
-items = cache.item_stats(trained)
+users, items = trained.user_table, trained.item_table  # shared by every session: read, never modify
 
 
-def describe(user: object) -> str:
-    row = users.loc[users["user"] == user].iloc[0]
+def pick_user(container) -> object:
+    """A user id typed in (a number input for numeric ids, text otherwise): a list of 162k users
+    would be megabytes in every rerun."""
+    ids = users["user"]
+    if pd.api.types.is_integer_dtype(ids):
+        low, high = int(ids.min()), int(ids.max())
+        return container.number_input(
+            "User id",
+            low,
+            high,
+            int(ids.iloc[0]),
+            step=1,
+            key="user",
+            bind="query-params",
+            help=f"{len(ids):,} users with ids {low}..{high}",
+        )
+    typed = container.text_input(
+        "User id", str(ids.iloc[0]), key="user", bind="query-params", help=f"{len(ids):,} users"
+    ).strip()
+    if ids.astype(str).eq(typed).any():
+        return typed
+    # never echoed: text from a URL must not reach a message (Markdown renders)
+    container.warning(f"No user has that id; showing user {ids.iloc[0]}", icon=":material/person_off:")
+    return str(ids.iloc[0])
+
+
+def describe(user: object, index: int) -> str:
+    row = users.loc[index]
     who = " ".join(str(row[c]) for c in ("age", "gender", "occupation") if c in row and row[c] == row[c])
+    count = int(row["n_ratings"])  # the row of a table without demographics is all floats
     return (
-        f"User {user}: {who + ', ' if who else ''}{row['n_ratings']} ratings, mean {row['mean_rating']:.2f}"
+        f"User {user}: {who + ', ' if who else ''}{count:,} rating{'' if count == 1 else 's'}, "
+        f"mean {row['mean_rating']:.2f}"
     )
 
 
-st.subheader("For a user")
-left, middle, right = st.columns([3, 1, 1])
-user = left.selectbox("User", users["user"].tolist(), key="user", bind="query-params", help="Type to search")
-left.caption(describe(user))
-n = middle.slider("How many", 5, 50, 10, key="rec_n")
-min_ratings = right.number_input("Movies with at least … ratings", 0, 500, 10, key="rec_min")
-try:
-    recs = cache.recommend(trained, user, n, int(min_ratings))
-    history = cache.user_history(trained, user)
-except CollabError as e:
-    error(e)
-    st.stop()
-recs_col, history_col = st.columns(2)
-with recs_col:
-    st.markdown(f"**Top {len(recs)} unseen movies for user {user}**")
-    table(recs, "recs", columns=["title", "predicted", "mean_rating", "n_ratings", "genres", "year"])
-with history_col:
-    st.plotly_chart(charts.predicted_vs_actual(history, user), key="history_chart")
-with st.expander(f"Everything user {user} rated ({len(history)}), predicted against actual"):
-    table(history, "history")
-explain_views.explain_user(trained, user, recs, history)
-explain_views.what_if(trained, user, n, int(min_ratings))
+def for_a_user() -> None:
+    st.subheader("For a user")
+    left, middle, right = st.columns([3, 1, 1])
+    user = pick_user(left)
+    n = middle.slider("How many", 5, 50, 10, key="rec_n")
+    min_ratings = right.number_input("Movies with at least … ratings", 0, 500, 10, key="rec_min")
+    try:
+        left.caption(describe(user, trained.lookup.user_index(user)))
+        recs = cache.recommend(trained, user, n, int(min_ratings))
+        history = cache.user_history(trained, user)
+    except CollabError as e:
+        error(e)
+        return
+    recs_col, history_col = st.columns(2)
+    with recs_col:
+        st.markdown(f"**Top {len(recs)} unseen movies for user {user}**")
+        table(recs, "recs", columns=["title", "predicted", "mean_rating", "n_ratings", "genres", "year"])
+    with history_col:
+        st.plotly_chart(charts.predicted_vs_actual(history, user), key="history_chart")
+    with st.expander(f"Everything user {user} rated ({len(history):,}), predicted against actual"):
+        table(history, "history")
+    explain_views.explain_user(trained, user, recs, history)
+    explain_views.what_if(trained, user, n, int(min_ratings))
+
+
+for_a_user()
 
 st.subheader("Similar movies")
-by_popularity = items.sort_values("n_ratings", ascending=False)["title"].tolist()
+# the most-rated titles to pick from (59k options cost the browser two seconds a run); a picker takes
+# no typed title: a URL's hostile text must never reach a message (they render Markdown)
+by_popularity = items.nlargest(MAX_OPTIONS, "n_ratings", keep="first")["title"].tolist()
+more = f" of {len(items):,}" if len(items) > MAX_OPTIONS else ""
 left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
 movie = left.selectbox(
     "Movie",
     by_popularity,
     key="movie",
     bind="query-params",
-    help="Sorted by number of ratings; type to search",
+    help=f"The {len(by_popularity):,} most-rated movies{more}, most first; type to search",
 )
 euclidean = middle.toggle("Euclidean distance", key="euclidean", help="Cosine similarity when off")
 k = right.slider("Neighbours", 5, 30, 10, key="similar_n")
@@ -76,6 +112,7 @@ seen = st.multiselect(
     key="new_movies",
     max_selections=20,
     placeholder="Pick a few movies, e.g. the most popular ones",
+    help=f"The {len(by_popularity):,} most-rated movies{more}",
 )
 ratings = {}
 if seen:

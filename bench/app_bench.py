@@ -2,6 +2,7 @@
 
     python bench/app_bench.py cold                  # a cold server's first visit at ml-100k
     python bench/app_bench.py scale PATH            # Path source -> dataset -> default model -> each page
+    python bench/app_bench.py scale PATH --models-dir DIR --model KEY   # every page on a stored model
 
 `cold` starts `streamlit run` with an empty model store and times, from opening the page, the first
 thing drawn and the default model being ready. `scale` points the sidebar's Path source at a
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,15 @@ DRAWN = '() => !document.querySelector(\'[data-testid="stSkeleton"], [data-stale
 FIRST_PAINT = '[data-testid="stCaptionContainer"], [data-testid="stMarkdownContainer"]'  # any text
 MODEL_READY = '[data-testid="stSidebar"] :text("valid MSE")'
 PAGES = ("", "train", "biases", "embeddings", "recommend")
+TITLES = dict(zip(PAGES, ("Ratings", "Train", "Biases", "Embeddings", "Recommend")))
+READY = {  # the last thing each page draws: the page is not ready before it is there
+    "": '.st-key-ratings_table [data-testid="stDataFrame"]',
+    "train": ':text("Compare stored models")',
+    "biases": '.st-key-high_users [data-testid="stDataFrame"]',
+    "embeddings": '.st-key-pca_high [data-testid="stDataFrame"]',
+    "recommend": '.st-key-new_user_recs [data-testid="stDataFrame"]',
+}
+PATH_BOX = "/data/ml-100k or ratings.csv"
 
 
 def row(
@@ -52,10 +63,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def peak_rss_gb(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), from /proc."""
+def peak_rss_gb(pid: int, field: str = "VmHWM") -> float:
+    """The process's peak resident memory (VmHWM; VmRSS: now), from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024**2
     return float("nan")
 
@@ -105,9 +116,20 @@ def browser_page() -> Iterator[object]:
             browser.close()
 
 
-def wait_interactive(page, timeout_ms: int) -> None:
+def wait_interactive(page, timeout_ms: int, ready: str | None = None) -> None:
+    """The script has ended and nothing is stale; with `ready`, that element is drawn first (the
+    script may not have started yet when a click or a key press returns)."""
+    if ready is not None:
+        page.wait_for_selector(ready, timeout=timeout_ms)
     page.wait_for_selector(IDLE, timeout=timeout_ms)
     page.wait_for_function(DRAWN, timeout=timeout_ms)
+
+
+def enter_path(page, folder: Path) -> None:
+    page.get_by_role("radio", name="Path").click()
+    box = page.get_by_placeholder(PATH_BOX)
+    box.fill(str(folder))
+    box.press("Enter")
 
 
 def cold(data: Path, timeout: float) -> None:
@@ -135,7 +157,7 @@ def scale(folder: Path, timeout: float, model_timeout: float, models_dir: str | 
         page.goto(url)
         wait_interactive(page, timeout * 1000)
         page.get_by_role("radio", name="Path").click()
-        box = page.get_by_placeholder("/data/ml-100k or ratings.csv")
+        box = page.get_by_placeholder(PATH_BOX)
         box.fill(str(folder))
         start = time.perf_counter()
         box.press("Enter")
@@ -151,10 +173,8 @@ def scale(folder: Path, timeout: float, model_timeout: float, models_dir: str | 
                 t = time.perf_counter()
                 page.goto(f"{url}/{name}")
                 with contextlib.suppress(Exception):
-                    page.get_by_role("radio", name="Path").click()
-                    page.get_by_placeholder("/data/ml-100k or ratings.csv").fill(str(folder))
-                    page.get_by_placeholder("/data/ml-100k or ratings.csv").press("Enter")
-                    wait_interactive(page, timeout * 1000)
+                    enter_path(page, folder)
+                    wait_interactive(page, timeout * 1000, READY[name])
                     pages[name or "ratings"] = time.perf_counter() - t
         rss = peak_rss_gb(process.pid)
     print(f"the app over {folder}:")
@@ -163,6 +183,75 @@ def scale(folder: Path, timeout: float, model_timeout: float, models_dir: str | 
     for name in ("ratings", *PAGES[1:]):
         row(f"page {name} interactive (new session)", "<= 3 s", pages.get(name), limit=3.0)
     row("server peak RSS", "<= 3 GB", rss, "GB", limit=3.0)
+
+
+def scale_model(folder: Path, timeout: float, models_dir: str, key: str) -> None:
+    """The pages on a stored model, each opened by its URL (?source=path&data_path=...&model=KEY: no
+    default model is trained): on a fresh server, the dataset shown and then the model opened (on
+    Biases); each page in a new session; each page reached from the sidebar; the server's memory."""
+    query = urllib.parse.urlencode({"source": "path", "data_path": str(folder), "model": key})
+    with contextlib.ExitStack() as stack:
+        url, process = stack.enter_context(app_server({"COLLAB_MODELS_DIR": models_dir}))
+        page = stack.enter_context(browser_page())
+        start = time.perf_counter()
+        page.goto(f"{url}/biases?{query}")  # the first session reads the dataset and opens the model
+        loaded = opened = None
+        with contextlib.suppress(Exception):
+            page.wait_for_selector('[data-testid="stSidebar"] :text(" ratings · ")', timeout=timeout * 1000)
+            loaded = time.perf_counter() - start
+            wait_interactive(page, timeout * 1000, READY["biases"])
+            opened = time.perf_counter() - start - loaded
+        fresh, switched = {}, {}
+        for name in PAGES:  # a new session on each page
+            t = time.perf_counter()
+            page.goto(f"{url}/{name}?{query}")
+            with contextlib.suppress(Exception):
+                wait_interactive(page, timeout * 1000, READY[name])
+                fresh[name] = time.perf_counter() - t
+        for name in (*PAGES[1:], PAGES[0]):  # then each page from the sidebar, in that session
+            t = time.perf_counter()
+            with contextlib.suppress(Exception):
+                page.locator('[data-testid="stSidebarNavLink"]', has_text=TITLES[name]).click()
+                wait_interactive(page, timeout * 1000, READY[name])
+                switched[name] = time.perf_counter() - t
+        chosen = None
+        other = _another_model(models_dir, key)
+        if other is not None:  # on Biases, choose another model of the dataset in the sidebar
+            page.locator('[data-testid="stSidebarNavLink"]', has_text="Biases").click()
+            wait_interactive(page, timeout * 1000, READY["biases"])
+            t = time.perf_counter()
+            page.locator(
+                '[data-testid="stSidebar"] [data-testid="stSelectbox"]', has_text="Active model"
+            ).click()
+            page.get_by_role("option", name=other.label).click()
+            with contextlib.suppress(Exception):
+                page.wait_for_selector(
+                    f'[data-testid="stSidebar"] :text("({other.key[:6]})")', timeout=timeout * 1000
+                )
+                wait_interactive(page, timeout * 1000, READY["biases"])
+                chosen = time.perf_counter() - t
+        idle = peak_rss_gb(process.pid, "VmRSS")
+        rss = peak_rss_gb(process.pid)
+    print(f"the app over {folder} with stored model {key} (load: {os.getloadavg()[0]:.2f}):")
+    row("dataset shown, its URL opened on a cold server", "<= 10 s", loaded, limit=10.0)
+    row("model opened and Biases drawn after that", "<= 3 s", opened, limit=3.0)
+    for name in PAGES:
+        row(f"page {TITLES[name]} interactive (new session)", "<= 3 s", fresh.get(name), limit=3.0)
+    for name in PAGES:
+        row(f"page {TITLES[name]} interactive (page switch)", "<= 3 s", switched.get(name), limit=3.0)
+    if other is not None:
+        row(f"another stored model ({other.key[:6]}) chosen, Biases drawn", "<= 3 s", chosen, limit=3.0)
+    row("server RSS at the end", "", idle, "GB")
+    row("server peak RSS", "<= 3 GB", rss, "GB", limit=3.0)
+
+
+def _another_model(models_dir: str, key: str):
+    """A second stored model of the same dataset, if the store has one (its record)."""
+    from collab_core.store import ModelStore
+
+    records = ModelStore(Path(models_dir)).list()
+    data = next((r.data.fingerprint for r in records if r.key == key), None)
+    return next((r for r in records if r.data.fingerprint == data and r.key != key), None)
 
 
 def main() -> int:
@@ -176,10 +265,15 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--model-timeout", type=float, default=600)
     p.add_argument("--models-dir", help="a model store to use (default: an empty one)")
+    p.add_argument("--model", help="a stored model's key: open every page on it (needs --models-dir)")
     args = parser.parse_args()
     if args.what == "cold":
         data = args.data or Settings.from_env().data_dir or REPO.parent / "shared/data/ml-100k"
         cold(Path(data), args.timeout)
+    elif args.model:
+        if not args.models_dir:
+            parser.error("--model needs --models-dir, the store that holds it")
+        scale_model(args.folder, args.timeout, args.models_dir, args.model)
     else:
         scale(args.folder, args.timeout, args.model_timeout, args.models_dir)
     return 0

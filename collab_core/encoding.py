@@ -7,12 +7,13 @@ default, as in the book (ml-100k: 1,664 titles + `#na#` = 1,665 rows), or by id 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from collab_core.config import FOLDS, SPLITS
-from collab_core.data import MIN_RATINGS, Dataset
+from collab_core.data import MIN_RATINGS, Dataset, index_table
 from collab_core.errors import ConfigError, DataError
 
 NA = "#na#"
@@ -20,12 +21,13 @@ NA = "#na#"
 
 @dataclass(frozen=True, eq=False)
 class Encoded:
-    """A dataset's ratings as index tensors, with the vocabularies that map them back."""
+    """A dataset's ratings as index tensors, with the vocabularies that map them back. Built once per
+    (dataset, item key) and shared by every model of them: read it, never modify it."""
 
     users: np.ndarray = field(repr=False)  # (n_users,) raw user ids; users[0] is "#na#"
     items: np.ndarray = field(repr=False)  # (n_items,) item keys (titles or ids); items[0] "#na#"
-    user_idx: torch.Tensor = field(repr=False)  # (N,) int64 index into users
-    item_idx: torch.Tensor = field(repr=False)  # (N,) int64 index into items
+    user_idx: torch.Tensor = field(repr=False)  # (N,) int32 index into users
+    item_idx: torch.Tensor = field(repr=False)  # (N,) int32 index into items
     rating: torch.Tensor = field(repr=False)  # (N,) float32
     item_key: str = "title"  # "title" or "id"
 
@@ -37,26 +39,49 @@ class Encoded:
     def n_items(self) -> int:
         return len(self.items)
 
+    def user_rows(self, user: int) -> np.ndarray:
+        """Rows of dataset.ratings holding the ratings of user index `user`."""
+        order, starts = self._rows_by_user
+        rows = slice(starts[user], starts[user + 1])
+        return np.arange(rows.start, rows.stop) if order is None else order[rows]
+
+    @cached_property
+    def user_counts(self) -> np.ndarray:
+        """(n_users,) ratings per user index."""
+        return torch.bincount(self.user_idx, minlength=self.n_users).numpy()
+
+    @cached_property
+    def _rows_by_user(self) -> tuple[np.ndarray | None, np.ndarray]:
+        """(order, starts): user u's rows are order[starts[u] : starts[u + 1]]; order is None when
+        the rows are sorted by user already (as MovieLens files are), saving a copy of the index."""
+        users = self.user_idx.numpy()
+        starts = np.concatenate([[0], np.cumsum(self.user_counts)])
+        if bool((users[1:] >= users[:-1]).all()):
+            return None, starts
+        return np.argsort(users, kind="stable").astype(_row_dtype(len(users))), starts
+
 
 def encode(dataset: Dataset, item_key: str = "title") -> Encoded:
-    """Index the ratings with sorted vocabularies, index 0 = #na#, items by title or id."""
+    """Index the ratings with sorted vocabularies, index 0 = #na#, items by title or id.
+
+    The ids are int32 or categorical codes: a lookup table gives each rating its index (25M ratings
+    in about a second), never a Python object per rating."""
     if item_key not in ("title", "id"):
         raise ConfigError(f"item_key must be 'title' or 'id', not {item_key!r}")
     r = dataset.ratings
-    users, user_codes = np.unique(r["user"].to_numpy(), return_inverse=True)
-    if item_key == "title":
-        item_ids = np.unique(r["item"].to_numpy())
-        titles = dataset.items["title"].reindex(item_ids).to_numpy(dtype=object).astype(str)
+    users, user_table, user_keys = index_table(r["user"])
+    items, item_table, item_keys = index_table(r["item"])
+    if item_key == "title":  # several ids may share a title: one row per distinct title
+        titles = dataset.items["title"].reindex(items).to_numpy(dtype=object).astype(str)
         items, title_codes = np.unique(titles, return_inverse=True)
-        item_codes = title_codes[np.searchsorted(item_ids, r["item"].to_numpy())]
-    else:
-        items, item_codes = np.unique(r["item"].to_numpy(), return_inverse=True)
+        item_table = title_codes.astype(np.int32)[item_table]
+    rating = r["rating"].to_numpy(dtype=np.float32)
     return Encoded(
         users=np.concatenate([np.array([NA], dtype=object), users.astype(object)]),
         items=np.concatenate([np.array([NA], dtype=object), items.astype(object)]),
-        user_idx=torch.from_numpy(user_codes.astype(np.int64) + 1),
-        item_idx=torch.from_numpy(item_codes.astype(np.int64) + 1),
-        rating=torch.tensor(r["rating"].to_numpy(dtype=np.float32)),
+        user_idx=torch.from_numpy((user_table + 1)[user_keys]),  # + 1: index 0 is #na#
+        item_idx=torch.from_numpy((item_table + 1)[item_keys]),
+        rating=torch.from_numpy(rating if rating.flags.writeable else rating.copy()),  # shared, not copied
         item_key=item_key,
     )
 
@@ -86,9 +111,20 @@ def split(
     if how == "temporal":
         return _temporal_split(dataset, valid_pct)
     # fastai's RandomSplitter: a seeded torch.randperm, the first cut rows are validation
+    # (the rows as a mask, not sorted: the same sorted rows in a third of the time at 25M)
     generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=generator).numpy()
-    return np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
+    is_valid = np.zeros(n, dtype=bool)
+    is_valid[torch.randperm(n, generator=generator)[:n_valid].numpy()] = True
+    return _rows(~is_valid), _rows(is_valid)
+
+
+def _row_dtype(n: int) -> type:
+    return np.int32 if n < 2**31 else np.int64
+
+
+def _rows(mask: np.ndarray) -> np.ndarray:
+    """The rows where mask is set, as int32 where they fit."""
+    return np.flatnonzero(mask).astype(_row_dtype(len(mask)))
 
 
 def _temporal_split(dataset: Dataset, valid_pct: float) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +142,9 @@ def _temporal_split(dataset: Dataset, valid_pct: float) -> tuple[np.ndarray, np.
     if not is_valid.any():
         raise DataError(f"{dataset.name} has too few ratings per user to split by time with "
                         f"valid_pct={valid_pct}: each user keeps at least one for training")  # fmt: skip
-    return np.sort(order[~is_valid]), np.sort(order[is_valid])
+    valid = np.zeros(len(r), dtype=bool)
+    valid[order[is_valid]] = True
+    return _rows(~valid), _rows(valid)
 
 
 def _fold_split(dataset: Dataset, fold: str) -> tuple[np.ndarray, np.ndarray]:
@@ -118,4 +156,4 @@ def _fold_split(dataset: Dataset, fold: str) -> tuple[np.ndarray, np.ndarray]:
     is_valid = np.isin(keys, test[:, 0] * 1_000_000 + test[:, 1])
     if is_valid.sum() != len(test):
         raise DataError(f"{fold}.test does not match the ratings of {dataset.name}")
-    return np.flatnonzero(~is_valid), np.flatnonzero(is_valid)
+    return _rows(~is_valid), _rows(is_valid)

@@ -67,12 +67,7 @@ class Trained:
 
     def user_rows(self, user: int) -> np.ndarray:
         """Rows of dataset.ratings holding the ratings of user index `user` (train and validation)."""
-        order, starts = self._rows_by_user
-        return order[starts[user] : starts[user + 1]]
-
-    @cached_property
-    def _rows_by_user(self) -> tuple[np.ndarray, np.ndarray]:
-        return stats.rows_by_user(self.encoded)
+        return self.encoded.user_rows(user)
 
     @cached_property
     def valid_mask(self) -> np.ndarray:
@@ -98,15 +93,25 @@ class Trained:
 
 
 def rows_to_tensors(encoded: Encoded, rows: np.ndarray) -> Tensors:
-    """(users, items, ratings) tensors of the given rows."""
+    """(users, items, ratings) tensors of the given rows; the indices as int64, as training takes them."""
     ix = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-    return encoded.user_idx[ix], encoded.item_idx[ix], encoded.rating[ix]
+    return encoded.user_idx[ix].long(), encoded.item_idx[ix].long(), encoded.rating[ix]
 
 
-def prepare(dataset: Dataset, config: TrainConfig) -> tuple[Encoded, np.ndarray, np.ndarray]:
-    """Encode and split as the config says; check the ratings fit its y_range and a batch."""
-    encoded = encode(dataset, config.item_key)
-    train_rows, valid_rows = split(dataset, config.split, config.valid_pct, config.seed)
+def prepare(
+    dataset: Dataset,
+    config: TrainConfig,
+    encoded: Encoded | None = None,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[Encoded, np.ndarray, np.ndarray]:
+    """Encode and split as the config says (or take an encoding by its item_key and a split by its
+    settings made before: the models of one dataset share them); check the ratings fit its y_range
+    and a batch."""
+    if encoded is None:
+        encoded = encode(dataset, config.item_key)
+    elif encoded.item_key != config.item_key:
+        raise ConfigError(f"the encoding given is by {encoded.item_key}, the config's by {config.item_key}")
+    train_rows, valid_rows = rows or split(dataset, config.split, config.valid_pct, config.seed)
     low, high = config.y_range
     r = encoded.rating
     if float(r.min()) < low or float(r.max()) > high:
@@ -213,12 +218,20 @@ def fitted_record(
     )
 
 
-def load_trained(dataset: Dataset, record: StoredModel, store: ModelStore, device: str = "auto") -> Trained:
-    """Open a stored model (as listed by store.list()) on the dataset it was trained on."""
+def load_trained(
+    dataset: Dataset,
+    record: StoredModel,
+    store: ModelStore,
+    device: str = "auto",
+    encoded: Encoded | None = None,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Trained:
+    """Open a stored model (as listed by store.list()) on the dataset it was trained on; encoded and
+    rows: its encoding and split made before (see `prepare`)."""
     if record.data.fingerprint != dataset.fingerprint:
         raise DataError(f"model {record.key} was trained on {record.data.name}, not on this data")
     config = record.config
-    encoded, train_rows, valid_rows = prepare(dataset, config)
+    encoded, train_rows, valid_rows = prepare(dataset, config, encoded, rows)
     found = _from_store(store, record.key, pick_device(device), config, dataset, encoded,
                         train_rows, valid_rows)  # fmt: skip
     if found is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from collab_core.errors import ConfigError
 
-FIXED_BYTES = 200_000_000  # torch's code and buffers that the first training in a process touches
+FIXED_BYTES = 100_000_000  # torch's code and buffers a first training touches (no torch._dynamo import now)
 BYTES_PER_RATING = 100  # index and rating tensors, encoding's sorts, the split, an epoch's shuffle
 COPIES_PER_WEIGHT = 10  # weights, gradients, Adam's two moments, the fused step's buffers, temporaries
 # (limit, usage) files of the process's cgroup, v2 then v1: a container's cap, below the machine's

@@ -1,5 +1,5 @@
 """Per-item and per-user tables: of the ratings (title, year, genres, mean rating, count; user
-demographics; each user's rows) and of a trained model's embeddings (unit vectors for cosine
+demographics) and of a trained model's embeddings (unit vectors for cosine
 similarity; the users' mean and covariance, the fold-in prior).
 
 `Trained` (learner.py) builds each of them once, as a cached property: read them, never modify them.
@@ -27,7 +27,7 @@ def item_table(dataset: Dataset, encoded: Encoded) -> pd.DataFrame:
         meta.insert(0, "title", keys.astype(str))
     else:
         meta = dataset.items.reindex(keys)
-    mean, count = _means(encoded.item_idx.numpy(), encoded.rating.numpy(), encoded.n_items)
+    mean, count = _means(encoded.item_idx, encoded.rating, encoded.n_items)
     return pd.DataFrame(
         {
             "title": meta["title"].astype(str).to_numpy(),
@@ -42,7 +42,7 @@ def item_table(dataset: Dataset, encoded: Encoded) -> pd.DataFrame:
 
 def user_table(dataset: Dataset, encoded: Encoded) -> pd.DataFrame:
     """Index: user index; user (raw id), mean_rating, n_ratings[, age, gender, occupation]."""
-    mean, count = _means(encoded.user_idx.numpy(), encoded.rating.numpy(), encoded.n_users)
+    mean, count = _means(encoded.user_idx, encoded.rating, encoded.n_users)
     table = pd.DataFrame(
         {
             "user": pd.Series(encoded.users[1:]).infer_objects().array,
@@ -59,20 +59,15 @@ def user_table(dataset: Dataset, encoded: Encoded) -> pd.DataFrame:
     return table
 
 
-def _means(index: np.ndarray, ratings: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean rating and count per index value 0..n-1 (NaN mean where there are no ratings)."""
-    count = np.bincount(index, minlength=n)
-    total = np.bincount(index, weights=ratings.astype(np.float64), minlength=n)
+def _means(index: torch.Tensor, ratings: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean rating and count per index value 0..n-1 (NaN mean where there are no ratings).
+
+    torch's bincount reads the int32 index as it is (NumPy's would copy it to int64 first), and
+    sums float32 ratings exactly while they are halves below 2**23."""
+    count = torch.bincount(index, minlength=n).numpy()
+    total = torch.bincount(index, weights=ratings, minlength=n).numpy().astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return total / count, count
-
-
-def rows_by_user(encoded: Encoded) -> tuple[np.ndarray, np.ndarray]:
-    """(order, starts): user u's rows of dataset.ratings are order[starts[u] : starts[u + 1]]."""
-    users = encoded.user_idx.numpy()
-    order = np.argsort(users, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=encoded.n_users))])
-    return order, starts
 
 
 def embeddings(model: CollabModel, of: str) -> tuple[torch.Tensor, torch.Tensor]:

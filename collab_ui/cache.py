@@ -11,16 +11,19 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
-from collab_core import analysis, certainty, explain, foldin, maps, ranking, recipes, whatif
+from collab_core import analysis, browse, certainty, explain, foldin, maps, ranking, recipes, whatif
+from collab_core.browse import RatingFilter
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_dataset, load_path
 from collab_core.download import download_ml100k
+from collab_core.encoding import Encoded, encode, split
 from collab_core.learner import Trained, find_lr, load_trained
 from collab_core.record import StoredModel
 from collab_core.settings import Settings, current
@@ -83,18 +86,42 @@ def default_dataset(data_dir: str | None, cache_dir: str) -> Dataset:
     return load_dataset(None, data_dir=data_dir, cache_dir=Path(cache_dir), download=False)
 
 
-@dataclass
-class _Shelf:
-    """Datasets read from server paths, shared by sessions: the last two, one reader per path."""
+class Recent:
+    """The few values most recently loaded, shared by every session; each key loaded once at a time.
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    datasets: OrderedDict = field(default_factory=OrderedDict)  # (path, columns) -> Dataset
-    readers: dict = field(default_factory=dict)  # (path, columns) -> the lock its reader holds
+    What st.cache_resource does, for loads that draw as they go: a cached function replays the
+    elements it drew into the next session that hits it, and a progress bar drawn in the page's
+    own placeholder cannot be replayed (CacheReplayClosureError: every second visitor of a Path
+    dataset saw a traceback)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._lock = threading.Lock()
+        self._values: OrderedDict = OrderedDict()
+        self._loading: dict[object, threading.Lock] = {}
+
+    def get(self, key: object, load: Callable[[], object]) -> object:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # a second session asking meanwhile waits for the first one's load
+            with self._lock:
+                if key in self._values:
+                    return self._values[key]
+            value = load()
+            with self._lock:
+                self._values[key] = value
+                while len(self._values) > self.size:
+                    self._values.popitem(last=False)
+                self._loading.pop(key, None)
+            return value
 
 
 @st.cache_resource(show_spinner=False)
-def _path_shelf() -> _Shelf:
-    return _Shelf()
+def _path_datasets() -> Recent:
+    return Recent(size=2)
 
 
 def path_dataset(
@@ -103,26 +130,10 @@ def path_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
     """A folder, table or zip on the server; big tables are kept parsed in the cache folder, so a
-    second open (after a restart too) reads them back in a fraction of a second.
-
-    Not an st.cache_resource: its progress callback draws in the caller's page, which a cached
-    function may not do; a second session asking for the same path waits for the first read.
-    """
-    shelf, key = _path_shelf(), (path, columns)
-    with shelf.lock:
-        reader = shelf.readers.setdefault(key, threading.Lock())
-    with reader:
-        with shelf.lock:
-            if key in shelf.datasets:
-                shelf.datasets.move_to_end(key)
-                return shelf.datasets[key]
-        folder = Path(path).expanduser()
-        dataset = load_path(folder, columns=dict(columns), cache_dir=cache_dir(), progress=progress)
-        with shelf.lock:
-            shelf.datasets[key] = dataset
-            while len(shelf.datasets) > 2:
-                shelf.datasets.popitem(last=False)
-    return dataset
+    second open (after a restart too) reads them back in a fraction of a second."""
+    folder = Path(path).expanduser()
+    load = lambda: load_path(folder, columns=dict(columns), cache_dir=cache_dir(), progress=progress)  # noqa: E731
+    return _path_datasets().get((path, columns), load)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the upload…")
@@ -152,26 +163,63 @@ def train_recipes(dataset: Dataset) -> dict[str, recipes.Recipe]:
     return recipes.recipes(*data_speed(dataset), settings().train_budget)
 
 
-@st.cache_resource(max_entries=2, show_spinner=False, hash_funcs=BY_KEY)
-def ratings_view(dataset: Dataset) -> pd.DataFrame:
-    """The ratings with title, year and genres for display; shared by sessions, so never modify it."""
-    view = dataset.ratings.join(dataset.items[["title", "year", "genres"]], on="item")
-    if "timestamp" in view:
-        view["timestamp"] = pd.to_datetime(view["timestamp"], unit="s")
-    return view
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
+def summary(dataset: Dataset) -> dict[str, float]:
+    """Counts, sparsity and mean rating (a pass over every rating: once per dataset, not per rerun)."""
+    return dataset.summary()
+
+
+@st.cache_resource(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def ratings_matching(dataset: Dataset, wanted: RatingFilter) -> np.ndarray | None:
+    """Which ratings the table's filter keeps (a bool per rating; shared, so never modify it)."""
+    return browse.matches(dataset, wanted)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def rating_counts(dataset: Dataset) -> pd.Series:
+    return browse.rating_counts(dataset)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def ratings_per_user(dataset: Dataset) -> pd.Series:
+    return browse.ratings_per_user(dataset)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def ratings_per_movie(dataset: Dataset) -> pd.Series:
+    return browse.ratings_per_movie(dataset)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Indexing the ratings…", hash_funcs=BY_KEY)
+def encoded(dataset: Dataset, item_key: str) -> Encoded:
+    """The ratings as indices: one encoding per dataset and item key, shared by all its models."""
+    return encode(dataset, item_key)
+
+
+@st.cache_resource(show_spinner=False)
+def _splits() -> Recent:
+    return Recent(size=2)
 
 
 @st.cache_resource(
     max_entries=3, show_spinner="Loading the model…", hash_funcs={**BY_KEY, StoredModel: lambda r: r.key}
 )
 def trained_model(dataset: Dataset, record: StoredModel, device: str) -> Trained:
-    """A stored model (an entry of store.list()) opened on its dataset."""
-    return load_trained(dataset, record, store(), device)
+    """A stored model (an entry of store.list()) opened on its dataset, with the encoding and the
+    split shared by all the dataset's models; the split (a 25M permutation: 1.5 s) is made in a
+    thread while the ratings are encoded (1.4 s)."""
+    config = record.config
+    how = (dataset.fingerprint, config.split, config.valid_pct, config.seed)
+    splits = _splits()
+    with ThreadPoolExecutor(1) as pool:
+        rows = pool.submit(splits.get, how, lambda: split(dataset, *how[1:]))
+        by_key = encoded(dataset, config.item_key)
+        return load_trained(dataset, record, store(), device, by_key, rows.result())
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
 def crosstab(dataset: Dataset, n: int) -> pd.DataFrame:
-    return analysis.crosstab(dataset, n=n)
+    return analysis.crosstab(dataset, n=n, encoded=encoded(dataset, "title"))
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
@@ -182,6 +230,11 @@ def crosstab_filled(trained: Trained, n: int) -> tuple[pd.DataFrame, pd.DataFram
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
 def bias_table(trained: Trained, n: int, min_ratings: int, of: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return analysis.bias_table(trained, n=n, min_ratings=min_ratings, of=of)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def bias_points(trained: Trained, n: int, min_ratings: int, of: str) -> pd.DataFrame:
+    return analysis.bias_points(trained, n=n, min_ratings=min_ratings, of=of)
 
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
@@ -197,16 +250,6 @@ def tsne_items(trained: Trained, n_items: int) -> pd.DataFrame:
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
 def nearest_items(trained: Trained, item: object, n: int, metric: str) -> pd.DataFrame:
     return analysis.nearest_items(trained, item, n=n, metric=metric)
-
-
-@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
-def user_stats(trained: Trained) -> pd.DataFrame:
-    return analysis.user_stats(trained)
-
-
-@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
-def item_stats(trained: Trained) -> pd.DataFrame:
-    return analysis.item_stats(trained)
 
 
 @st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)

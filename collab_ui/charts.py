@@ -14,6 +14,7 @@ MAX_POINTS = 600  # a curve drawn with more points only costs bandwidth
 BETA = 0.98  # fastai's smoothing of the training loss
 PALETTE = px.colors.qualitative.Safe
 GENRE_COLOURS = px.colors.qualitative.Dark24
+EXTREMES = 2  # movies labelled at each end of each axis of a map, beside the most-rated ones
 
 
 def styled(fig: go.Figure, title: str, x: str, y: str, height: int = 380) -> go.Figure:
@@ -157,9 +158,8 @@ def lr_finder(lrs: list[float], losses: list[float], suggestion: float) -> go.Fi
     return styled(fig, "Learning-rate finder", "learning rate (log scale)", "loss (MSE, smoothed)")
 
 
-def rating_histogram(ratings: pd.Series) -> go.Figure:
-    """How often each rating value occurs."""
-    counts = ratings.value_counts().sort_index()
+def rating_histogram(counts: pd.Series) -> go.Figure:
+    """How often each rating value occurs (counts: index rating value, ascending)."""
     fig = go.Figure(
         go.Bar(
             x=counts.index.astype(float),
@@ -174,24 +174,30 @@ def rating_histogram(ratings: pd.Series) -> go.Figure:
 
 
 def long_tail(counts: pd.Series, what: str) -> go.Figure:
-    """Ratings per user or per movie, most active first: the long tail of collaborative data."""
+    """Ratings per user or per movie, most active first: the long tail of collaborative data.
+    Beyond MAX_POINTS ranks the curve is drawn through MAX_POINTS of them, log-spaced (the head
+    and the tail both keep their shape; 162k points would only cost bandwidth)."""
     counts = counts.sort_values(ascending=False)
+    rank = np.arange(1, len(counts) + 1)
+    if len(counts) > MAX_POINTS:
+        rank = np.unique(np.geomspace(1, len(counts), MAX_POINTS).round().astype(int))
+    shown = counts.iloc[rank - 1]
     fig = go.Figure(
         go.Scatter(
-            x=np.arange(1, len(counts) + 1),
-            y=counts.to_numpy(),
+            x=rank,
+            y=shown.to_numpy(),
             mode="lines",
             fill="tozeroy",
             line={"color": PALETTE[2]},
-            customdata=counts.index.astype(str),
-            hovertemplate="#%{x}: %{customdata}<br>%{y:,} ratings<extra></extra>",
+            customdata=shown.index.astype(str),
+            hovertemplate="#%{x:,}: %{customdata}<br>%{y:,} ratings<extra></extra>",
         )
     )
     fig.update_yaxes(type="log", dtick="D2")
     median = float(counts.median())
     return styled(
         fig,
-        f"Ratings per {what} (median {median:g})",
+        f"Ratings per {what} (median {median:g}, {len(counts):,} {what}s)",
         f"{what}s, most ratings first",
         "ratings (log scale)",
         height=320,
@@ -253,6 +259,7 @@ COLOURS = {  # colour-by choice -> (column, continuous?)
 def bias_scatter(table: pd.DataFrame, what: str) -> go.Figure:
     """Each movie's (or user's) learned bias against its mean rating, sized by its number of ratings."""
     name = "title" if "title" in table else "user"
+    decades = max(1, int(np.log10(max(1, table["n_ratings"].max()))) + 1)  # colour bar ticks 1, 10, 100, ...
     fig = go.Figure(
         go.Scattergl(
             x=table["mean_rating"],
@@ -265,8 +272,8 @@ def bias_scatter(table: pd.DataFrame, what: str) -> go.Figure:
                 "opacity": 0.7,
                 "colorbar": {
                     "title": "ratings",
-                    "tickvals": [0, 1, 2, 3],
-                    "ticktext": ["1", "10", "100", "1000"],
+                    "tickvals": list(range(decades)),
+                    "ticktext": [f"{10**k:,}" for k in range(decades)],
                 },
             },
             customdata=np.stack([table[name].astype(str), table["n_ratings"]], axis=1),
@@ -306,6 +313,7 @@ def embedding_map(
     coords = coords.assign(genre=coords["genres"].str.split("|").str[0].replace("", "unknown"))
     column, continuous = COLOURS[colour]
     data, template = _hover(coords)
+    size, opacity = (7, 0.8) if len(coords) <= 2000 else (4, 0.6)  # tens of thousands: smaller, see-through
     fig = go.Figure()
     if continuous:
         values = coords[column].astype("float64")
@@ -320,8 +328,8 @@ def embedding_map(
             marker={
                 "color": scale,
                 "colorscale": "Viridis",
-                "size": 7,
-                "opacity": 0.8,
+                "size": size,
+                "opacity": opacity,
                 "showscale": True,
                 "colorbar": {"title": "log10 ratings" if column == "n_ratings" else colour},
             },
@@ -335,27 +343,34 @@ def embedding_map(
                 name=genre,
                 customdata=data[coords.index.get_indexer(rows.index)],
                 hovertemplate=template,
-                marker={"color": GENRE_COLOURS[i % len(GENRE_COLOURS)], "size": 7, "opacity": 0.8},
+                marker={"color": GENRE_COLOURS[i % len(GENRE_COLOURS)], "size": size, "opacity": opacity},
             )
-    if label_top:
+    if label_top:  # the most-rated movies, and (in violet) the ones at the ends of each axis
         top = coords.nlargest(label_top, "n_ratings")
-        fig.add_scatter(
-            x=top[x],
-            y=top[y],
-            mode="text",
-            text=top["title"].str.replace(r"\s*\(\d{4}\)$", "", regex=True),
-            textposition="top center",
-            textfont={"size": 11, "color": "#1f2933"},
-            name=f"top {label_top} labels",
-            hoverinfo="skip",
-            showlegend=False,
-        )
+        ends = pd.concat([f(EXTREMES, axis) for axis in (x, y) for f in (coords.nsmallest, coords.nlargest)])
+        ends = ends[~ends.index.duplicated() & ~ends.index.isin(top.index)]
+        fig.add_scatter(**_labels(top, x, y, "#1f2933"), name=f"top {label_top} labels")
+        fig.add_scatter(**_labels(ends, x, y, "#7c3aed"), name="extremes")
     styled(fig, title, axis_names[0], axis_names[1], height=620)
     fig.update_layout(
         dragmode="lasso",
         legend={"orientation": "v", "x": 1.02, "y": 1.0, "xanchor": "left", "yanchor": "top"},
     )
     return fig
+
+
+def _labels(rows: pd.DataFrame, x: str, y: str, colour: str) -> dict:
+    """A text-only trace naming these movies at their points (titles without the year)."""
+    return {
+        "x": rows[x],
+        "y": rows[y],
+        "mode": "text",
+        "text": rows["title"].str.replace(r"\s*\(\d{4}\)$", "", regex=True),
+        "textposition": "top center",
+        "textfont": {"size": 11, "color": colour},
+        "hoverinfo": "skip",
+        "showlegend": False,
+    }
 
 
 def explained_variance(ratios: np.ndarray) -> go.Figure:

@@ -86,7 +86,8 @@ def what_if(trained: Trained, user: object, n: int, min_ratings: int) -> None:
         "Change stars or delete rows in the table, add movies below, then re-solve: the user's vector "
         "is solved again with every movie held fixed. Nothing is written to the data or the store."
     )
-    rows_key, editor_key = f"whatif_rows_{user}", f"whatif_editor_{user}"
+    # per model and user: another model (or dataset) numbers its movies differently
+    rows_key, editor_key = f"whatif_rows_{trained.key}_{user}", f"whatif_editor_{trained.key}_{user}"
     history = cache.user_history(trained, user)
     history = history[~history.index.duplicated()]  # a title under two ids, rated twice: one row
     if rows_key not in st.session_state:
@@ -260,8 +261,11 @@ def user_on_map(trained: Trained, n_items: int, k: int, x_name: str, y_name: str
         user = left.number_input(
             "User", int(users.min()), int(users.max()), int(users.iloc[0]), key="map_user"
         )
-    else:
-        user = left.selectbox("User", users.tolist(), key="map_user")
+    else:  # typed, never a list (162k users at 25M) and never echoed (a message renders Markdown)
+        user = left.text_input("User id", str(users.iloc[0]), key="map_user").strip()
+        if not users.astype(str).eq(user).any():
+            left.warning("No user has that id", icon=":material/person_off:")
+            return
     n = right.slider("Recommendations to mark", 0, 30, 10, key="map_user_n")
     try:
         on_map = cache.user_on_map(trained, user, n_items, k, n)

@@ -23,6 +23,7 @@ from collab_ui.jobs import DONE, FAILED, RUNNING, TrainingJob
 
 DEFAULT = "default"  # the model selector's option for the default model (Context.default_config)
 PENDING = "pending_model"  # where activate_model leaves a key for the selector's next run
+RESTORED = "model_from_url"  # the ?model= key this session has restored already
 SOURCES = {
     "ml-100k": ":material/movie: ml-100k",
     "upload": ":material/upload: Upload",
@@ -100,8 +101,9 @@ def _model_picker(ctx: Context) -> str:
     others = [r.key for r in ctx.records if r.key != ctx.default_key]
     labels = {r.key: r.label for r in ctx.records}
     wanted = st.session_state.pop(PENDING, None)  # a page asked to switch: activate_model
-    if wanted is None and "model" not in st.session_state:  # the first run: restore a shared URL
-        wanted = st.query_params.get("model")
+    url = st.query_params.get("model")
+    if wanted is None and url in others and st.session_state.get(RESTORED) != url:
+        wanted = st.session_state[RESTORED] = url  # a shared URL, once its dataset is shown (a Path: later)
     if wanted in (DEFAULT, *others):
         st.session_state["model"] = wanted
     choice = st.selectbox(
@@ -112,7 +114,8 @@ def _model_picker(ctx: Context) -> str:
         help="Any stored model trained on this dataset, or the default one (trained on first use)",
     )
     if choice == DEFAULT:
-        st.query_params.pop("model", None)
+        if url in others or url == DEFAULT:  # a model of another dataset stays in the URL for when it is back
+            st.query_params.pop("model", None)
     else:
         st.query_params["model"] = choice
     return choice
@@ -134,9 +137,15 @@ def devices() -> list[str]:
 
 def _dataset_picker(notices) -> Dataset | None:
     sources = [name for name in SOURCES if name != "path" or cache.paths_allowed()]
-    source = st.segmented_control(
-        "Dataset", sources, format_func=SOURCES.get, key="source", default="ml-100k", required=True
-    )
+    if "source" not in st.session_state:  # ?source=path&data_path=...&model=...: a URL opens the same view
+        st.session_state["source"] = (
+            st.query_params.get("source") if st.query_params.get("source") in sources else "ml-100k"
+        )
+    source = st.segmented_control("Dataset", sources, format_func=SOURCES.get, key="source", required=True)
+    if source == "ml-100k":
+        st.query_params.pop("source", None)
+    else:
+        st.query_params["source"] = source
     try:
         if source == "upload":
             upload = st.file_uploader(
@@ -153,7 +162,10 @@ def _dataset_picker(notices) -> Dataset | None:
             dataset = cache.upload_dataset(upload.name, digest, payload, columns)
         elif source == "path" and cache.paths_allowed():
             path = st.text_input(
-                "Folder or file", key="data_path", placeholder="/data/ml-100k or ratings.csv"
+                "Folder or file",
+                key="data_path",
+                placeholder="/data/ml-100k or ratings.csv",
+                bind="query-params",
             )
             columns = _column_options()
             if not path.strip():
@@ -169,7 +181,7 @@ def _dataset_picker(notices) -> Dataset | None:
             if source == "ml-100k":
                 st.info(OFFLINE_HINT, icon=":material/wifi_off:")
         return None
-    s, scale = dataset.summary(), dataset.rating_scale
+    s, scale = cache.summary(dataset), dataset.rating_scale
     low, high = scale.y_range
     st.caption(
         f"**{dataset.name}**: {s['ratings']:,} ratings · {s['users']:,} users · "

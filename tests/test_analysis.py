@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from collab_core.analysis import (
+    bias_points,
     bias_table,
     crosstab,
     crosstab_filled,
@@ -20,6 +21,7 @@ from collab_core.analysis import (
     pca_items,
     similarities,
     tsne_items,
+    tsne_seconds,
     user_stats,
 )
 from collab_core.config import TrainConfig
@@ -97,6 +99,24 @@ def test_bias_tables_filter_and_cover_users(trained_edb):
     assert users_high["mean_rating"].mean() > users_low["mean_rating"].mean() + 1
     with pytest.raises(ConfigError, match="'items' or 'users'"):
         bias_table(trained_edb, of="movies")
+
+
+def test_bias_points_are_the_most_rated(trained_edb):
+    """The Biases page's scatter: the n most-rated of those with enough ratings, not everyone."""
+    points = bias_points(trained_edb, n=50, min_ratings=20)
+    counts = trained_edb.item_table["n_ratings"]
+    assert len(points) == 50 and list(points.columns) == ["title", "bias", "mean_rating", "n_ratings"]
+    assert points["n_ratings"].is_monotonic_decreasing
+    assert points["n_ratings"].min() >= counts.nlargest(50).min()
+    lowest, _ = bias_table(trained_edb, n=3)
+    everyone = bias_points(trained_edb, n=10_000)
+    assert len(everyone) == 1664 and np.allclose(everyone.loc[lowest.index, "bias"], lowest["bias"])
+    assert len(bias_points(trained_edb, n=10_000, of="users")) == 943
+
+
+def test_tsne_time_is_estimated_before_it_runs():
+    assert 1 < tsne_seconds(1000) < 10  # measured: 3 s on two busy cores
+    assert tsne_seconds(59_047) > 120 > tsne_seconds(3000)  # all of 25M's movies: minutes; the cap: seconds
 
 
 def test_a_replaced_model_starts_with_fresh_tables(trained_edb):

@@ -501,6 +501,34 @@ def test_hostile_query_parameters_are_ignored(query, latest_small, tmp_path, mon
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="model").value == "default"  # the stored default, not the URL's key
-    assert at.selectbox(key="user").value in set(trained.dataset.ratings["user"])
+    assert at.number_input(key="user").value in set(trained.dataset.ratings["user"])  # a number input now
     assert at.selectbox(key="movie").value in {f"Film {i} ({1990 + i})" for i in range(1, 11)}
     assert (snapshot(folder.parent), snapshot(tmp_path)) == before
+
+
+def test_a_hostile_user_name_in_the_url_is_not_echoed(tmp_path, monkeypatch):
+    """Datasets with named users take the user as text: a URL's text is never put in a message."""
+    from streamlit.testing.v1 import AppTest
+
+    path = tmp_path / "named.csv"
+    rows = [f"u{u},m{i},{(u + i) % 5 + 1}" for u in range(1, 21) for i in range(1, 11) if (u * i) % 4]
+    path.write_text("user,item,rating\n" + "\n".join(rows))
+    models = tmp_path / "models"
+    config = TrainConfig(epochs=1, n_factors=4)
+    key = get_or_train(load_path(path), config, ModelStore(models), device="cpu").key
+    monkeypatch.setenv("COLLAB_MODELS_DIR", str(models))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    hostile = "![x](http://127.0.0.1:9/p.png)"
+    for name, value in {"source": "path", "data_path": str(path), "model": key, "user": hostile}.items():
+        at.query_params[name] = value
+    at.switch_page("app_pages/recommend.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [m.value for kind in (at.error, at.warning, at.caption, at.markdown) for m in kind]
+    assert not any("127.0.0.1:9" in text for text in shown)
+    assert any("No user has that id" in text for text in shown) and table_of(at, "recs") is not None
+
+
+def table_of(at, key: str):
+    return at.get_by_key(key).dataframe[0].value
