@@ -259,7 +259,7 @@ def user_on_map(trained: Trained, n_items: int, k: int, x_name: str, y_name: str
     left, right = st.columns([1, 3], vertical_alignment="bottom")
     if integer_ids:
         user = left.number_input(
-            "User", int(users.min()), int(users.max()), int(users.iloc[0]), key="map_user"
+            "User id", int(users.min()), int(users.max()), int(users.iloc[0]), key="map_user"
         )
     else:  # typed, never a list (162k users at 25M) and never echoed (a message renders Markdown)
         user = left.text_input("User id", str(users.iloc[0]), key="map_user").strip()
