@@ -4,7 +4,7 @@ import streamlit as st
 
 from collab_core.analysis import pca_extremes, tsne_seconds
 from collab_core.errors import CollabError
-from collab_ui import cache, charts
+from collab_ui import cache, charts, explain_views
 from collab_ui.draw import error, table
 from collab_ui.session import require_model
 
@@ -40,10 +40,16 @@ try:
 except CollabError as e:
     error(e)
     st.stop()
-coords = result.coords
+coords = result.coords.join(cache.movie_errors(trained)["valid_rmse"])
 x, y = x_name.lower(), y_name.lower()
 figure = charts.embedding_map(
-    coords, x, y, colour, label_top, f"PCA of the {len(coords):,} most-rated movies", (x_name, y_name)
+    coords,
+    x,
+    y,
+    colour,
+    label_top,
+    f"PCA of the {len(coords):,} most-rated movies",
+    explain_views.axis_names(trained, n_items, K, x_name, y_name),
 )
 event = st.plotly_chart(
     figure,
@@ -96,7 +102,7 @@ if st.button(
         except CollabError as e:
             error(e)
 if st.session_state.get("tsne_for") == wanted:
-    tsne = cache.tsne_items(trained, n_tsne)
+    tsne = cache.tsne_items(trained, n_tsne).join(cache.movie_errors(trained)["valid_rmse"])
     st.plotly_chart(
         charts.embedding_map(
             tsne,
@@ -111,3 +117,7 @@ if st.session_state.get("tsne_for") == wanted:
     )
 else:
     st.caption("t-SNE keeps neighbours together better than PCA but takes seconds: run it on request.")
+
+explain_views.user_on_map(trained, n_items, K, x_name, y_name)
+explain_views.genre_readability(trained)
+explain_views.how_sure(trained)

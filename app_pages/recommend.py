@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from collab_core.errors import CollabError
-from collab_ui import cache, charts
+from collab_ui import cache, charts, explain_views
 from collab_ui.draw import error, table
 from collab_ui.session import require_model
 
@@ -72,6 +72,8 @@ def for_a_user() -> None:
         st.plotly_chart(charts.predicted_vs_actual(history, user), key="history_chart")
     with st.expander(f"Everything user {user} rated ({len(history):,}), predicted against actual"):
         table(history, "history")
+    explain_views.explain_user(trained, user, recs, history)
+    explain_views.what_if(trained, user, n, int(min_ratings))
 
 
 for_a_user()
@@ -126,3 +128,4 @@ st.markdown(
     "**Recommended for you**" if ratings else "**With no ratings yet: what an average user would get**"
 )
 table(picks, "new_user_recs")
+explain_views.explain_new_user(trained, ratings, picks)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from collab_core import analysis, browse, foldin, ranking, recipes
+from collab_core import analysis, browse, certainty, explain, foldin, maps, ranking, recipes, whatif
 from collab_core.browse import RatingFilter
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_dataset, load_path
@@ -271,3 +271,66 @@ def fold_in_user(trained: Trained, ratings: dict[str, float], n: int) -> pd.Data
 def lr_sweep(dataset: Dataset, config: TrainConfig, device: str) -> LRFind:
     """The lr finder for a config on a dataset (the model's weights are left untouched)."""
     return find_lr(dataset, config, device)
+
+
+# ---- explanations (issue 12): breakdowns, what-if, the map read for analysts, certainty ----------------
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def breakdown(trained: Trained, user: object, item: object) -> explain.Breakdown:
+    return explain.breakdown(trained, user, item)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def new_user_breakdown(trained: Trained, ratings: dict[str, float], item: object) -> explain.Breakdown:
+    """The breakdown for the new user folded in from `ratings` (as fold_in_user places them)."""
+    return explain.vector_breakdown(trained, foldin.new_user_vector(trained, ratings), item)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def because_you_rated(trained: Trained, user: object, item: object, n: int) -> pd.DataFrame:
+    return explain.because_you_rated(trained, user, item, n=n)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def because_new_user_rated(trained: Trained, ratings: dict[str, float], item: object, n: int) -> pd.DataFrame:
+    return explain.because_new_user_rated(trained, ratings, item, n=n)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def what_if(
+    trained: Trained, user: object, edits: dict[str, float | None], n: int, min_ratings: int
+) -> whatif.WhatIf:
+    return whatif.what_if(trained, user, edits, n=n, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def axis_labels(trained: Trained, n_items: int, k: int) -> tuple[maps.AxisLabel, ...]:
+    """The labels of pca_items(trained, n_items, k)'s components."""
+    return maps.axis_labels(pca_items(trained, n_items, k))
+
+
+@st.cache_data(max_entries=4, show_spinner="Cross-validating a classifier per genre…", hash_funcs=BY_KEY)
+def genre_readability(trained: Trained) -> pd.DataFrame:
+    return maps.genre_readability(trained)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def user_on_map(trained: Trained, user: object, n_items: int, k: int, n: int) -> maps.UserOnMap:
+    """User `user` on the map pca_items(trained, n_items, k), with their top n recommendations."""
+    return maps.user_on_map(trained, user, pca_items(trained, n_items, k), n=n)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def movie_errors(trained: Trained) -> pd.DataFrame:
+    return certainty.movie_errors(trained)
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
+def worst_predicted(trained: Trained, n: int, min_valid: int) -> pd.DataFrame:
+    return certainty.worst_predicted(trained, n=n, min_valid=min_valid)
+
+
+@st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
+def thin_extreme_biases(trained: Trained, n: int, max_ratings: int) -> pd.DataFrame:
+    return certainty.thin_extreme_biases(trained, n=n, max_ratings=max_ratings)

@@ -251,7 +251,8 @@ COLOURS = {  # colour-by choice -> (column, continuous?)
     "genre": ("genre", False),
     "year": ("year", True),
     "mean rating": ("mean_rating", True),
-    "popularity": ("n_ratings", True),
+    "rating count": ("n_ratings", True),
+    "validation RMSE": ("valid_rmse", True),  # the page joins certainty.movie_errors' column
 }
 
 
