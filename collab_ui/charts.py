@@ -323,6 +323,7 @@ def embedding_map(
             y=coords[y],
             mode="markers",
             name="movies",
+            showlegend=False,  # the colour bar says what the colour means; a legend entry would overlap it
             customdata=data,
             hovertemplate=template,
             marker={
