@@ -309,3 +309,26 @@ def test_a_lasso_on_the_embedding_map_lists_movies(server, page):
     assert_no_exception(page)
     assert page.locator('.st-key-pca_selected [data-testid="stDataFrame"]').is_visible()
     screenshot(page, "embeddings-lasso")
+
+
+def test_why_a_prediction_and_the_user_on_the_map(server, page):
+    """The explanations as a visitor sees them: the waterfall of a recommended movie's prediction,
+    "because you rated", the what-if re-solve, and the user drawn on the movie map."""
+    if not default_stored(server):
+        pytest.skip("the default model was not trained")
+    open_page(page, server, "recommend")
+    page.get_by_text("Why this prediction?").wait_for(timeout=60_000)
+    waterfall = page.locator('[class*="st-key-"][class*="_waterfall"] .js-plotly-plot').first
+    waterfall.wait_for(timeout=60_000)
+    assert page.get_by_text("Because user 1 rated").is_visible()
+    start = time.perf_counter()
+    page.get_by_role("button", name="Re-solve").click()
+    idle(page)
+    TIMINGS["what_if_resolve_round_trip_s"] = time.perf_counter() - start
+    assert_no_exception(page)
+    screenshot(page, "recommend-explained")
+    open_page(page, server, "embeddings")
+    page.locator(".st-key-user_map .js-plotly-plot").wait_for(timeout=60_000)
+    assert page.get_by_text("User 1 on the movie map").count() >= 1
+    assert_no_exception(page)
+    screenshot(page, "embeddings-user-on-map")
