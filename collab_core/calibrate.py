@@ -1,4 +1,4 @@
-"""This machine's training speed on a data shape, measured in a second or two (recipes.Speed).
+"""This machine's training speed on a data shape, measured in a second or two (speed.Speed).
 
 A model of the data's shape (embedding_dot_bias, 50 factors) steps a few dozen times on synthetic
 indices with each step kind the fit loop would pick on the CPU (dense and row-wise sparse AdamW,
@@ -18,7 +18,7 @@ import torch
 from collab_core.config import TrainConfig
 from collab_core.learner import build_model
 from collab_core.optim import pick_step
-from collab_core.recipes import Speed, StepCost
+from collab_core.speed import Speed, StepCost
 from collab_core.train import evaluate
 
 STEPS = 32  # timed steps per (kind, batch size), after WARMUP untimed ones

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from collab_core.config import MODEL_KEYS, PRESETS, TrainConfig, preset
 from collab_core.settings import TRAIN_BUDGET
+from collab_core.speed import Speed
 
 BUDGET_S = TRAIN_BUDGET  # the longest fit the app starts on its own, and the CLI's default recipe's
 DOT_MODELS = MODEL_KEYS[:5]  # the dot-product models: the steps calibrate.py times (NN models: no estimate)
@@ -74,32 +75,6 @@ class DataSize:
     def shape(self) -> str:
         """The embedding tables' shape (with fastai's #na# row): the key of a measured Speed."""
         return f"{self.users + 1}x{self.items + 1}"
-
-
-@dataclass(frozen=True)
-class StepCost:
-    """Seconds per optimizer step as a function of the batch size: fixed + per_rating·bs."""
-
-    fixed: float
-    per_rating: float
-
-    def __call__(self, bs: int) -> float:
-        return self.fixed + self.per_rating * bs
-
-
-@dataclass(frozen=True)
-class Speed:
-    """This machine's measured speed on one data shape (see calibrate.measure)."""
-
-    factors: int  # the embedding width it was measured at; other widths scale by (F + 1)
-    dense: StepCost  # fastai's AdamW: every weight decays and moves at every step
-    sparse: StepCost  # row-wise AdamW: only a batch's rows
-    shuffle: float  # seconds per training rating per epoch (the permutation and its gathers)
-    predict: float  # seconds per validation rating per epoch
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Speed:
-        return cls(d["factors"], StepCost(**d["dense"]), StepCost(**d["sparse"]), d["shuffle"], d["predict"])
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from collab_core.encoding import Encoded, encode, split
 from collab_core.learner import Trained, find_lr, load_trained
 from collab_core.record import StoredModel
 from collab_core.settings import Settings, current
+from collab_core.speed import Speed
 from collab_core.store import ModelStore
 from collab_core.train import LRFind
 from collab_ui.jobs import JobRegistry
@@ -152,7 +153,7 @@ BY_KEY = {Trained: lambda t: t.key, Dataset: lambda d: d.fingerprint}
 
 
 @st.cache_resource(max_entries=4, show_spinner="Timing a few training steps here…", hash_funcs=BY_KEY)
-def data_speed(dataset: Dataset) -> tuple[recipes.DataSize, recipes.Speed]:
+def data_speed(dataset: Dataset) -> tuple[recipes.DataSize, Speed]:
     """The data's size and this machine's speed on its shape (measured once, then kept on disk)."""
     size = recipes.DataSize.of(dataset)
     return size, recipes.machine_speed(size, cache_dir())

@@ -11,7 +11,8 @@ import pytest
 
 from collab_core import recipes
 from collab_core.config import TrainConfig, preset
-from collab_core.recipes import DataSize, Speed, StepCost, default_recipe, estimate
+from collab_core.recipes import DataSize, default_recipe, estimate
+from collab_core.speed import Speed, StepCost
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = DataSize(100_000, 943, 1682)
