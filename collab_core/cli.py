@@ -254,11 +254,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
         print_recipe(recipe, args, len(dataset.ratings))  # (not under torchrun: the estimate is of one CPU)
     if args.distributed:  # every rank trains; rank 0 reports and saves
         rank, world, device = distributed.init_from_env(args.device)
-        if rank != 0:
-            get_or_train(dataset, config, None, device, reuse=False)
-            return None
-        print(f"distributed: {world} processes on {device}")
-        trained = get_or_train(dataset, config, store, device, callback=EpochTable(), reuse=False)
+        try:
+            if rank != 0:
+                get_or_train(dataset, config, None, device, reuse=False)
+                return None
+            print(f"distributed: {world} processes on {device}")
+            trained = get_or_train(dataset, config, store, device, callback=EpochTable(), reuse=False)
+        finally:
+            distributed.leave()
     else:
         trained = get_or_train(dataset, config, store, args.device, callback=EpochTable())
     if store is not None:  # only a run that ended well leaves a note in the store

@@ -31,3 +31,11 @@ def init_from_env(device: str = "auto") -> tuple[int, int, str]:
 
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def leave() -> None:
+    """Leave the process group once this rank is done: a process that exits while gloo's threads
+    still run is aborted by the C++ runtime ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
