@@ -15,7 +15,7 @@ from collab_ui.session import active_model, require_dataset
 
 dataset = require_dataset()
 st.title(":material/table_chart: Ratings")
-summary = cache.summary(dataset)
+summary = dataset.summary()
 columns = st.columns(5)
 columns[0].metric("Ratings", f"{summary['ratings']:,}")
 columns[1].metric("Users", f"{summary['users']:,}")

@@ -164,12 +164,6 @@ def train_recipes(dataset: Dataset) -> dict[str, recipes.Recipe]:
     return recipes.recipes(*data_speed(dataset), settings().train_budget)
 
 
-@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
-def summary(dataset: Dataset) -> dict[str, float]:
-    """Counts, sparsity and mean rating (a pass over every rating: once per dataset, not per rerun)."""
-    return dataset.summary()
-
-
 @st.cache_resource(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
 def ratings_matching(dataset: Dataset, wanted: RatingFilter) -> np.ndarray | None:
     """Which ratings the table's filter keeps (a bool per rating; shared, so never modify it)."""

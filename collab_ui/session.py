@@ -181,7 +181,7 @@ def _dataset_picker(notices) -> Dataset | None:
             if source == "ml-100k":
                 st.info(OFFLINE_HINT, icon=":material/wifi_off:")
         return None
-    s, scale = cache.summary(dataset), dataset.rating_scale
+    s, scale = dataset.summary(), dataset.rating_scale
     low, high = scale.y_range
     st.caption(
         f"**{dataset.name}**: {s['ratings']:,} ratings · {s['users']:,} users · "
