@@ -22,7 +22,8 @@ from collab_core.errors import CollabError
 from collab_core.recipes import Recipe
 from collab_core.record import StoredModel
 from collab_core.settings import Settings
-from collab_core.store import ModelStore, source_signature
+from collab_core.sources import source_key
+from collab_core.store import ModelStore
 
 if TYPE_CHECKING:
     from collab_core.data import Dataset
@@ -192,9 +193,9 @@ def store_from_args(args: argparse.Namespace, settings: Settings) -> ModelStore:
 
 
 def data_signature(args: argparse.Namespace, settings: Settings) -> str | None:
-    """Names the data this run will read (see store.source_signature) without reading it."""
+    """Names the data this run will read (sources.source_key, as the table cache does) without reading it."""
     path = args.data or settings.data_dir or settings.cache_dir / "ml-100k"
-    return source_signature(Path(path), [getattr(args, f"{r}_col") for r in ROLES])
+    return source_key(Path(path), {f"{r}_col": getattr(args, f"{r}_col") for r in ROLES})
 
 
 class ProgressBar:

@@ -24,6 +24,7 @@ from collab_core import tablecache
 from collab_core.errors import DataError
 from collab_core.layouts import ML100K_GENRES, Parts, read_folder, read_ml100k, read_ratings_file
 from collab_core.memory import available_bytes, format_bytes
+from collab_core.sources import source_key
 from collab_core.tables import Progress, TableFormat
 
 __all__ = ["ML100K_GENRES", "Dataset", "RatingScale", "load_dataset", "load_ml100k", "load_path"]
@@ -184,7 +185,7 @@ def load_path(
     columns = {k: v for k, v in (columns or {}).items() if v is not None}
     key = None
     if cache_dir is not None and _source_bytes(path) >= CACHE_MIN_BYTES:
-        key = tablecache.source_key(path, columns)
+        key = source_key(path, columns)
         if key is not None and (cached := _from_cache(cache_dir, key)) is not None:
             if progress is not None:
                 progress(1, 1)

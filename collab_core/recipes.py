@@ -237,7 +237,7 @@ def machine_speed(size: DataSize, cache_dir: Path) -> Speed:
 
 
 def remembered_size(signature: str | None, cache_dir: Path) -> DataSize | None:
-    """The size noted for a data source (see store.source_signature), without reading it."""
+    """The size noted for a data source (sources.source_key), without reading it."""
     found = _read(cache_dir).get("sizes", {}).get(signature) if signature else None
     try:
         ratings, users, items, (low, high) = found

@@ -169,7 +169,7 @@ class ModelStore:
     def stored_record(self, signature: str | None, config: TrainConfig) -> StoredModel | None:
         """The record of this exact request if it is stored and intact, else None; torch-free.
 
-        signature names the data source (see source_signature); the memo maps it to the data's
+        signature names the data source (sources.source_key); the memo maps it to the data's
         fingerprint, so neither the data nor torch is needed to find the entry.
         """
         fingerprint = self._read_memo().get(signature) if signature else None
@@ -203,16 +203,6 @@ class ModelStore:
         except (OSError, ValueError):
             return {}
         return memo if isinstance(memo, dict) else {}
-
-
-def source_signature(path: Path, columns: list[str | None]) -> str | None:
-    """Names a data source (its files' paths, sizes and mtimes, the column options) without reading it."""
-    path = path.resolve()
-    if not path.exists():
-        return None
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return hashlib.sha256(json.dumps([stats, columns]).encode()).hexdigest()
 
 
 def _atomic_write(path: Path, write) -> tuple[str, int]:
