@@ -1,11 +1,15 @@
 """Encoding (fastai's Categorify) and the splits: random, the ml-100k fold files, temporal."""
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
+from collab_core import tablecache
 from collab_core.config import FOLDS
-from collab_core.data import load_path
-from collab_core.encoding import NA, encode, item_titles, split
+from collab_core.data import Dataset, load_path
+from collab_core.encoding import NA, SPLIT_CACHE_FROM, encode, item_titles, split
 from collab_core.errors import ConfigError, DataError
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -139,3 +143,78 @@ def test_temporal_split_needs_timestamps(tmp_path):
     path.write_text("user,item,rating\n" + "\n".join(f"{u},{i},3" for u in range(1, 5) for i in range(1, 9)))
     with pytest.raises(DataError, match="has no timestamps, so it cannot be split by time"):
         split(load_path(path), "temporal")
+
+
+# --- splits kept on disk ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big() -> Dataset:
+    """Just enough ratings for a split to be kept (not a multiple of 8: the packed mask's padding)."""
+    n, rng = SPLIT_CACHE_FROM + 5, np.random.default_rng(0)
+    ratings = pd.DataFrame(
+        {
+            "user": rng.integers(1, 3000, n, dtype=np.int32),
+            "item": rng.integers(1, 500, n, dtype=np.int32),
+            "rating": rng.integers(1, 6, n).astype(np.float32),
+            "timestamp": rng.integers(0, 10**9, n),
+        }
+    )
+    items = pd.DataFrame({"title": [f"Movie {i}" for i in range(1, 500)]}, index=pd.RangeIndex(1, 500))
+    return Dataset("big", ratings, items)
+
+
+def split_file(cache_dir: Path) -> Path:
+    (path,) = (cache_dir / "splits").glob("*.bits")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("how", "valid_pct", "seed"), [("random", 0.2, 42), ("random", 0.1, 7), ("temporal", 0.2, 42)]
+)
+def test_a_kept_split_is_the_computed_one(big, tmp_path, how, valid_pct, seed):
+    computed = split(big, how, valid_pct, seed)
+    first = split(big, how, valid_pct, seed, cache_dir=tmp_path)  # made here, then written
+    path = split_file(tmp_path)
+    assert path.stat().st_size == tablecache.SPLIT_DIGEST + (len(big.ratings) + 7) // 8
+    again = split(big, how, valid_pct, seed, cache_dir=tmp_path)  # read back
+    for rows in (first, again):
+        for got, want in zip(rows, computed, strict=True):
+            assert got.dtype == want.dtype == np.int32 and np.array_equal(got, want)
+    # what comes back is the file's mask: another (intact) mask written under the key is what split gives
+    other = np.zeros(len(big.ratings), dtype=bool)
+    other[:10] = True
+    assert tablecache.write_split(tmp_path, path.stem, other)
+    assert np.array_equal(split(big, how, valid_pct, seed, cache_dir=tmp_path)[1], np.arange(10))
+
+
+def test_each_split_setting_has_its_own_file(big, tmp_path):
+    a = split(big, "random", 0.2, 42, cache_dir=tmp_path)
+    b = split(big, "random", 0.2, 43, cache_dir=tmp_path)
+    c = split(big, "random", 0.25, 42, cache_dir=tmp_path)
+    assert len(list((tmp_path / "splits").glob("*.bits"))) == 3
+    assert not np.array_equal(a[1], b[1]) and len(c[1]) == int(0.25 * len(big.ratings))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "empty", "longer"])
+def test_a_damaged_or_partial_split_file_is_ignored_and_rewritten(big, tmp_path, damage):
+    computed = split(big, cache_dir=tmp_path)
+    path = split_file(tmp_path)
+    intact = path.read_bytes()
+    damaged = {
+        "truncated": intact[: len(intact) // 2],
+        "flipped": intact[:5000] + bytes([intact[5000] ^ 0x10]) + intact[5001:],
+        "empty": b"",
+        "longer": intact + b"\0",
+    }[damage]
+    path.write_bytes(damaged)
+    got = split(big, cache_dir=tmp_path)
+    assert all(np.array_equal(g, w) for g, w in zip(got, computed, strict=True))
+    assert path.read_bytes() == intact  # written again, whole
+    assert not list((tmp_path / "splits").glob(".*.tmp"))
+
+
+def test_small_splits_and_fold_files_are_not_kept(ml100k, tmp_path):
+    assert np.array_equal(split(ml100k, cache_dir=tmp_path)[1], split(ml100k)[1])
+    split(ml100k, "temporal", cache_dir=tmp_path)
+    assert not (tmp_path / "splits").exists()
