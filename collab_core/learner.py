@@ -162,12 +162,16 @@ def get_or_train(
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
     reuse: bool = True,
+    encoded: Encoded | None = None,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Trained:
     """The model for (dataset, config): loaded from the store if there, else trained (and saved).
 
     reuse=False always trains (and still saves), e.g. for each rank of a distributed run.
+    encoded and rows: the dataset's encoding and split made before (see `prepare`), e.g. those the
+    app already holds; by default both are made here.
     """
-    encoded, train_rows, valid_rows = prepare(dataset, config)
+    encoded, train_rows, valid_rows = prepare(dataset, config, encoded, rows)
     key = entry_key(config, dataset.fingerprint)
     dev = pick_device(device)
     args = (config, dataset, encoded, train_rows, valid_rows)

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from collab_core.config import TrainConfig, entry_key
 from collab_core.data import Dataset
+from collab_core.encoding import Encoded
 from collab_core.errors import CollabError, TrainingCancelled
 from collab_core.learner import get_or_train
 from collab_core.store import ModelStore
 from collab_core.train import BatchEvent, EpochEvent
 
 RUNNING, DONE, STOPPED, FAILED = "running", "done", "stopped", "failed"
+# (dataset, config) -> the encoding and the (train, valid) rows the config trains on, made once and
+# shared with the pages (collab_ui/cache.py), so a job neither encodes nor splits the data again
+Inputs = Callable[[Dataset, TrainConfig], tuple[Encoded, tuple[np.ndarray, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,15 @@ class Progress:
 class TrainingJob:
     """One training run in a daemon thread, observable and stoppable from any session."""
 
-    def __init__(self, dataset: Dataset, config: TrainConfig, store: ModelStore, device: str):
-        self._dataset, self._store, self._device = dataset, store, device
+    def __init__(
+        self,
+        dataset: Dataset,
+        config: TrainConfig,
+        store: ModelStore,
+        device: str,
+        inputs: Inputs | None = None,
+    ):
+        self._dataset, self._store, self._device, self._inputs = dataset, store, device, inputs
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._losses: list[float] = []
@@ -100,11 +114,12 @@ class TrainingJob:
     def _finish(self, status: str, message: str = "", from_store: bool = False) -> None:
         with self._lock:
             self._progress = replace(self._progress, status=status, message=message, from_store=from_store)
-        self._dataset = None  # the registry outlives the run; the data need not
+        self._dataset = self._inputs = None  # the registry outlives the run; the data need not
 
     def _run(self) -> None:
         p = self._progress
         try:
+            encoded, rows = self._inputs(self._dataset, p.config) if self._inputs else (None, None)
             trained = get_or_train(
                 self._dataset,
                 p.config,
@@ -112,6 +127,8 @@ class TrainingJob:
                 self._device,
                 callback=self._on_event,
                 should_stop=self._stop.is_set,
+                encoded=encoded,
+                rows=rows,
             )
         except TrainingCancelled as e:
             self._finish(STOPPED, str(e))
@@ -126,7 +143,8 @@ class TrainingJob:
 class JobRegistry:
     """All jobs of this server, keyed by (data fingerprint, config); a running job is shared."""
 
-    def __init__(self) -> None:
+    def __init__(self, inputs: Inputs | None = None) -> None:
+        self._inputs = inputs  # each job's encoding and split; by default the job makes its own
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, TrainConfig], TrainingJob] = {}
 
@@ -136,7 +154,7 @@ class JobRegistry:
         with self._lock:
             job = self._jobs.get(key)
             if job is None or job.status != RUNNING:
-                job = self._jobs[key] = TrainingJob(dataset, config, store, device).start()
+                job = self._jobs[key] = TrainingJob(dataset, config, store, device, self._inputs).start()
             return job
 
     def get(self, fingerprint: str, config: TrainConfig) -> TrainingJob | None:

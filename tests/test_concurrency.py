@@ -153,3 +153,27 @@ def test_store_json_is_what_list_reports(taste, tmp_path):
     assert hashlib.sha256(b"changed").hexdigest() != meta["checkpoint_sha256"]
     with pytest.raises(AssertionError):
         assert_store_consistent(tmp_path, 1)
+
+
+def test_a_job_trains_on_the_encoding_and_split_it_is_handed(taste, tmp_path):
+    """The app's registry hands each job the encoding and split the pages hold (collab_ui.cache):
+    the job asks for them once and trains the model get_or_train would make on its own."""
+    from collab_core.encoding import encode, split
+
+    config = TrainConfig(epochs=2, bs=16, n_factors=8, seed=5)
+    asked = []
+
+    def inputs(dataset, cfg):
+        asked.append(cfg)
+        return encode(dataset, cfg.item_key), split(dataset, cfg.split, cfg.valid_pct, cfg.seed)
+
+    store = ModelStore(tmp_path)
+    job = JobRegistry(inputs).start(taste, config, store, "cpu")
+    job.join(60)
+    assert job.progress().status == DONE, job.progress().message
+    assert asked == [config]
+    alone = get_or_train(taste, config, device="cpu")
+    (record,) = store.list()
+    assert record.key == alone.key == job.progress().key
+    assert record.history.valid_loss == alone.record.history.valid_loss
+    assert weights_digest(load_trained(taste, record, store, "cpu")) == weights_digest(alone)

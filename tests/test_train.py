@@ -397,3 +397,27 @@ def test_dot_bias_overfits_without_weight_decay(ml100k):
     assert train_loss == tuple(sorted(train_loss, reverse=True))
     assert valid_loss[-1] > min(valid_loss) + 0.02
     assert train_loss[-1] < 0.5 < valid_loss[-1]
+
+
+def test_get_or_train_on_a_given_encoding_and_split_is_the_same_run(ml100k, tmp_path):
+    """The app hands get_or_train the encoding and split it already holds: same key, same losses,
+    same weights as when get_or_train makes them; and the model it saves opens on them."""
+    from collab_core.encoding import encode, split
+    from collab_core.learner import get_or_train
+    from collab_core.store import ModelStore
+
+    config = TrainConfig(epochs=2, bs=256, n_factors=16, seed=3)
+    made = get_or_train(ml100k, config, device="cpu")
+    encoded, rows = (
+        encode(ml100k, config.item_key),
+        split(ml100k, config.split, config.valid_pct, config.seed),
+    )
+    given = get_or_train(ml100k, config, ModelStore(tmp_path), "cpu", encoded=encoded, rows=rows)
+    assert given.key == made.key and not given.from_store
+    assert given.encoded is encoded and given.valid_rows is rows[1]
+    assert given.record.history.valid_loss == made.record.history.valid_loss
+    assert given.record.history.train_loss == made.record.history.train_loss
+    for name, tensor in made.model.state_dict().items():
+        assert torch.equal(given.model.state_dict()[name], tensor)
+    with pytest.raises(ConfigError, match="the encoding given is by id"):
+        get_or_train(ml100k, config, device="cpu", encoded=encode(ml100k, "id"), rows=rows)
