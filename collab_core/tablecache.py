@@ -28,7 +28,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 
-VERSION = 1  # bump when what a loader produces changes: old entries are then never matched
+VERSION = 2  # bump when what a loader produces changes: old entries are then never matched (2: counts)
 STALE_SECONDS = 3600  # temporary folders older than this were left by an interrupted write
 
 
@@ -122,12 +122,13 @@ def _remove_stale(root: Path, pattern: str = ".tmp-*") -> None:
 # before a stored model opens; kept as packed bits (3 MB at 25M) it reads back in a few ms.
 
 SPLIT_DIGEST = 16  # bytes of blake2b over the packed mask, written before it
+SPLIT_VERSION = 1  # bump when a split's rows change: old masks are then never matched
 
 
 def split_key(fingerprint: str, how: str, valid_pct: float, seed: int) -> str:
     """The file name stem of a split's mask: what the split depends on, hashed."""
     h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps([VERSION, fingerprint, how, repr(float(valid_pct)), int(seed)]).encode())
+    h.update(json.dumps([SPLIT_VERSION, fingerprint, how, repr(float(valid_pct)), int(seed)]).encode())
     return h.hexdigest()
 
 

@@ -223,6 +223,8 @@ def test_cache_round_trip(release):
     pd.testing.assert_frame_equal(warm.ratings, cold.ratings)
     pd.testing.assert_frame_equal(warm.items, cold.items)
     assert warm.name == cold.name and warm.rating_scale == cold.rating_scale
+    assert {"_summary", "rating_scale"} <= warm.__dict__.keys()  # read from the entry, not counted again
+    assert warm.summary() == cold.summary()
     (folder / "ratings.csv").write_text((folder / "ratings.csv").read_text() + "99,1,4,1600000000\n")
     changed = load_path(folder, cache_dir=cache)  # another size: another key, not the stale entry
     assert len(changed.ratings) == len(cold.ratings) + 1 and len(entries(cache)) == 2
