@@ -348,7 +348,7 @@ def movie_errors(trained: Trained) -> pd.DataFrame:
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
 def worst_predicted(trained: Trained, n: int, min_valid: int) -> pd.DataFrame:
-    return certainty.worst_predicted(trained, n=n, min_valid=min_valid)
+    return certainty.worst_predicted(trained, n=n, min_valid=min_valid, errors=movie_errors(trained))
 
 
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)

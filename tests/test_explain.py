@@ -247,6 +247,7 @@ def test_movie_errors_add_up_to_the_validation_rmse(trained_edb):
     assert overall == pytest.approx(trained_edb.record.metrics.rmse, rel=1e-4)
     worst = worst_predicted(trained_edb, n=10, min_valid=5)
     assert len(worst) == 10 and (worst["n_valid"] >= 5).all() and worst["valid_rmse"].is_monotonic_decreasing
+    pd.testing.assert_frame_equal(worst_predicted(trained_edb, n=10, min_valid=5, errors=errors), worst)
     thin = thin_extreme_biases(trained_edb, n=10, max_ratings=5)
     assert len(thin) == 10 and (thin["n_ratings"] <= 5).all()
     median = np.median(trained_edb.model.biases()[1][1:].numpy())
