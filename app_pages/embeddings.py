@@ -33,7 +33,7 @@ items = trained.item_table  # shared by every session: read, never modify
 n_movies = len(items)
 
 # ---- what to map, and how -----------------------------------------------------------------------------
-controls = st.columns([2, 3, 1, 1, 2, 2])
+controls = st.columns([2.6, 2.6, 1.2, 1.2, 2.2, 1.8])
 projection = controls[0].segmented_control(
     "Projection",
     PROJECTIONS,
@@ -171,9 +171,6 @@ if coords is not None:
     coords = coords.join(cache.movie_errors(trained)["valid_rmse"])
     members = cache.in_genre(trained, genre) if genre else None
     figure = charts.embedding_map(coords, x, y, colour, label_top, title, names, members)
-    selected = url_selection()
-    if selected:
-        charts.mark_selected(figure, coords.loc[selected], x, y)
     near = None
     if movie is not None:
         try:
@@ -194,6 +191,9 @@ if coords is not None:
                 charts.mark_neighbours(figure, spot, coords.loc[near.index].join(near["similarity"]), x, y)
         except CollabError as e:
             error(e)
+    selected = url_selection()
+    if selected:  # drawn after the search, which fades the movies drawn before it
+        charts.mark_selected(figure, coords.loc[selected], x, y)
     chart_key = {"PCA": "pca_map", "t-SNE": "tsne_map", "UMAP": "umap_map"}[projection]
     event = st.plotly_chart(
         figure,

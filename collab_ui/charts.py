@@ -389,7 +389,15 @@ def embedding_map(
 
 def mark_neighbours(fig: go.Figure, movie: pd.DataFrame, near: pd.DataFrame, x: str, y: str) -> go.Figure:
     """The searched movie (one row of map coordinates) as a star, lines to its neighbours (rows with
-    a similarity column, nearest first, in the full embedding space) and their names."""
+    a similarity column, nearest first, in the full embedding space) and their names; the other
+    movies fade and lose their labels where these name them."""
+    named = set(_short_titles(movie)) | set(_short_titles(near))
+    for t in fig.data:
+        if t.mode == "text":  # a label trace: the search's own labels replace these
+            keep = [i for i, text in enumerate(t.text) if text not in named]
+            t.update(x=[t.x[i] for i in keep], y=[t.y[i] for i in keep], text=[t.text[i] for i in keep])
+        elif t.mode == "markers":
+            t.marker.opacity = 0.35
     x0, y0 = float(movie[x].iloc[0]), float(movie[y].iloc[0])
     fig.add_scatter(
         x=np.ravel([[x0, xi, None] for xi in near[x]]),
