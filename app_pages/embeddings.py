@@ -15,14 +15,14 @@ from collab_core.analysis import pca_extremes, tsne_seconds
 from collab_core.errors import CollabError
 from collab_core.maps import UMAP_JIT_SECONDS, UMAP_METRICS, pca_place, umap_compiled, umap_seconds
 from collab_ui import cache, charts, explain_views
-from collab_ui.draw import error, table
+from collab_ui.draw import download_csv, error, table
 from collab_ui.session import require_model
 
 K = 5  # components computed; any two can be plotted
 DEFAULT_POINTS = 1000  # the map's default: the most-rated movies, whose factors are the best trained
 TSNE_MAX = 3000  # t-SNE beyond this many movies takes over 10 s on 2 cores
 UMAP_MAX = 5000  # UMAP beyond this many movies takes over 20 s on 2 cores: it maps a sample of them
-LINK_RUN_SECONDS = 30  # a link naming t-SNE or UMAP redraws it at once when it takes at most this
+LINK_RUN_SECONDS = 60  # a link naming t-SNE or UMAP redraws it at once (with a spinner) within this
 MAX_OPTIONS = 5000  # movies listed in the search box (59k options cost the browser seconds a run)
 MAX_SELECTED = 2000  # movies a link's selection may name
 PROJECTIONS = ("PCA", "t-SNE", "UMAP")
@@ -218,19 +218,13 @@ if coords is not None:
             f"**The {len(near)} nearest movies on this map (cosine similarity of the full embeddings)**"
         )
         table(near, "map_neighbours", columns=["title", "similarity", "mean_rating", "n_ratings"])
-        st.download_button(
-            "Neighbours as CSV", export.table_csv(near), "neighbours.csv", "text/csv",
-            key="download_neighbours", on_click="ignore", icon=":material/download:",
-        )  # fmt: skip
+        download_csv(near, "neighbours", "download_neighbours")
     if selected:
         shown = coords.loc[selected]
-        st.markdown(f"**Selected: {len(shown)} movies**")
+        st.markdown(f"**Selected: {len(shown)} movie{'' if len(shown) == 1 else 's'}**")
         columns = ["title", "year", "genres", "mean_rating", "n_ratings", x, y]
         table(shown, "pca_selected", columns=columns)
-        st.download_button(
-            "Selection as CSV", export.table_csv(shown[columns]), "selection.csv", "text/csv",
-            key="download_selection", on_click="ignore", icon=":material/download:",
-        )  # fmt: skip
+        download_csv(shown[columns], "selection", "download_selection")
     else:
         st.caption("Drag a box or lasso on the map (or click a point) to list those movies here.")
 
@@ -262,11 +256,7 @@ with st.expander("Export: the vectors for TensorFlow's Embedding Projector, the 
             name, lambda name=name: files()[name], name, "text/tab-separated-values",
             key=f"download_{name}", on_click="ignore", icon=":material/download:",
         )  # fmt: skip
-    right.download_button(
-        "items.csv (metadata and biases)",
-        lambda: export.table_csv(export.item_metadata(trained).reset_index()),
-        "items.csv", "text/csv", key="download_items", on_click="ignore", icon=":material/download:",
-    )  # fmt: skip
+    download_csv(export.item_metadata(trained).reset_index(), "items", "download_items", right)
 
 explain_views.user_on_map(trained, n_items, K, x_name, y_name)
 explain_views.genre_readability(trained)

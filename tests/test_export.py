@@ -57,6 +57,17 @@ def test_csv_tables_read_back_with_pandas(trained_edb, tmp_path):
         assert sum(1 for _ in csv.reader(f)) == 1665
 
 
+def test_a_page_table_as_csv_reads_back(trained_edb):
+    from io import StringIO
+
+    from collab_core.ranking import recommend
+
+    recs = recommend(trained_edb, 42, n=10)
+    back = pd.read_csv(StringIO(export.table_csv(recs)))
+    assert back["title"].tolist() == recs["title"].tolist()
+    np.testing.assert_allclose(back["predicted"], recs["predicted"], rtol=1e-6)
+
+
 def test_an_unknown_format_is_refused(trained_edb, tmp_path):
     with pytest.raises(ValueError, match="format must be one of projector, csv"):
         export.write_export(trained_edb, tmp_path, "parquet")

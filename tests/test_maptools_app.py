@@ -195,5 +195,12 @@ def test_the_export_buttons(trained):  # noqa: F811
     at = page(EMBEDDINGS, map_movie=STAR_WARS)
     assert_clean(at)
     labels = [b.proto.label for b in at.get("download_button")]
-    wanted = {"vectors.tsv", "metadata.tsv", "items.csv (metadata and biases)", "Neighbours as CSV"}
+    wanted = {"vectors.tsv", "metadata.tsv", "items.csv", "neighbours.csv"}
     assert wanted <= set(labels)
+    for path, names in (
+        ("app_pages/recommend.py", {"recommendations.csv", "similar_movies.csv"}),
+        ("app_pages/biases.py", {"movie_biases.csv", "user_biases.csv"}),
+    ):
+        at = page(path)
+        assert_clean(at)
+        assert names <= {b.proto.label for b in at.get("download_button")}, path
