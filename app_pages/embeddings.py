@@ -21,7 +21,7 @@ from collab_ui.session import require_model
 K = 5  # components computed; any two can be plotted
 DEFAULT_POINTS = 1000  # the map's default: the most-rated movies, whose factors are the best trained
 TSNE_MAX = 3000  # t-SNE beyond this many movies takes over 10 s on 2 cores
-UMAP_MAX = 5000  # UMAP beyond this many movies takes over 20 s on 2 cores: it maps a sample of them
+UMAP_MAX = 3000  # UMAP beyond this many movies takes over 20 s on 2 busy cores: it maps the most-rated
 LINK_RUN_SECONDS = 60  # a link naming t-SNE or UMAP redraws it at once (with a spinner) within this
 MAX_OPTIONS = 5000  # movies listed in the search box (59k options cost the browser seconds a run)
 MAX_SELECTED = 2000  # movies a link's selection may name

@@ -190,8 +190,8 @@ def _on_map(
 # ---- map tools (issue 13): one genre against the rest, a movie's neighbours on the map, UMAP ----------
 
 UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan")
-UMAP_JIT_SECONDS = 30.0  # a process's first UMAP compiles numba's kernels (umap-learn caches few on disk)
-UMAP_SECONDS_PER_ITEM = 6.0e-3  # then about linear in the movies (n_neighbors 15, 50 factors, 2 busy cores)
+UMAP_JIT_SECONDS = 40.0  # a process's first UMAP compiles numba's kernels: 27-84 s measured at load 10-18
+UMAP_SECONDS_PER_ITEM = 8.0e-3  # then about linear in the movies: 1,000 in 4-13 s at load 10-18, 50 factors
 
 
 class _Umap:

@@ -82,3 +82,15 @@ def test_umap_maps_1000_movies_to_finite_2d(trained_edb):
 def test_umap_refuses_bad_parameters_before_it_runs(trained_edb, kwargs, message):
     with pytest.raises(ValueError, match=message):
         umap_items(trained_edb, **{"n_items": 100, **kwargs})
+
+
+def test_the_map_modules_do_not_import_umap():
+    """umap-learn (with numba and llvmlite) is imported by the first UMAP only: the app's cold start
+    and every other map skip its seconds of import."""
+    import subprocess
+    import sys
+
+    loaded = "print('umap' in sys.modules, 'numba' in sys.modules)"
+    code = f"import sys, collab_core.maps, collab_core.export; {loaded}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]
