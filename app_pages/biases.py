@@ -1,10 +1,11 @@
 """Biases: the movies (and users) the model rates down or up whatever the taste."""
 
+import pandas as pd
 import streamlit as st
 
 from collab_core.errors import CollabError
 from collab_ui import cache, charts
-from collab_ui.draw import table
+from collab_ui.draw import download_csv, table
 from collab_ui.session import require_model
 
 MAX_POINTS = 2000  # a scatter of more only costs the browser (5,000 took 0.6 s more to draw)
@@ -31,6 +32,8 @@ for what, of in (("movie", "items"), ("user", "users")):
     table(lowest, f"low_{of}", low_col)
     high_col.markdown(f"**Highest** ({len(highest)})")
     table(highest, f"high_{of}", high_col)
+    both = pd.concat([lowest, highest])
+    download_csv(both.loc[~both.index.duplicated()], f"{what}_biases", f"download_biases_{of}")
     st.plotly_chart(charts.bias_scatter(points, what), key=f"bias_scatter_{of}")
     shown = (trained.item_table if of == "items" else trained.user_table)["n_ratings"] >= min_ratings
     if shown.sum() > len(points):

@@ -5,7 +5,7 @@ import streamlit as st
 
 from collab_core.errors import CollabError
 from collab_ui import cache, charts, explain_views
-from collab_ui.draw import error, table
+from collab_ui.draw import download_csv, error, table
 from collab_ui.session import require_model
 
 MAX_OPTIONS = 5000  # movies listed in the pickers
@@ -68,6 +68,7 @@ def for_a_user() -> None:
     with recs_col:
         st.markdown(f"**Top {len(recs)} unseen movies for user {user}**")
         table(recs, "recs", columns=["title", "predicted", "mean_rating", "n_ratings", "genres", "year"])
+        download_csv(recs, "recommendations", "download_recs")
     with history_col:
         st.plotly_chart(charts.predicted_vs_actual(history, user), key="history_chart")
     with st.expander(f"Everything user {user} rated ({len(history):,}), predicted against actual"):
@@ -100,6 +101,7 @@ except CollabError as e:
     st.stop()
 table_col, chart_col = st.columns(2)
 table(near, "neighbours", table_col)
+download_csv(near, "similar_movies", "download_neighbours", table_col)
 chart_col.plotly_chart(
     charts.neighbours(near, movie, "distance" if euclidean else "similarity"), key="near_chart"
 )

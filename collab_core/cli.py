@@ -1,4 +1,4 @@
-"""The command line: `python -m collab_core {train,lr-find,evaluate,recommend,similar,explain}`.
+"""The command line: `python -m collab_core {train,lr-find,evaluate,recommend,similar,explain,export}`.
 
 Exit status 0 on success, 2 on bad input or usage (one line `error: ...` on stderr), 1 on an
 unexpected failure. With --json the last line of stdout is one JSON object.
@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, help="default: 59,047")
     p.add_argument("--ratings", type=int, help="default: 25,000,095")
     p.add_argument("--seed", type=int)
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("export", parents=[data], help="a stored model's movie vectors and metadata as files")
+    p.add_argument("--model-key", required=True, help="a store key, as `train --json` prints it")
+    p.add_argument(
+        "--format",
+        choices=["projector", "csv"],
+        default="projector",
+        help="projector: vectors.tsv + metadata.tsv for TensorFlow's Embedding Projector; "
+        "csv: items.csv, item_vectors.csv, users.csv",
+    )
+    p.add_argument("out", type=Path, metavar="OUT_DIR", help="the folder to write into (made if missing)")
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -459,6 +470,34 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> dict:
     return {"folder": str(folder), "ratings": spec.n_ratings, "bytes": size, "seconds": seconds}
 
 
+def stored_model(args: argparse.Namespace, settings: Settings, key: str) -> Trained:
+    """A model of the store by its key, opened on the data the options name; a key not in the store,
+    or of a model trained on other data, is a UsageError that says which."""
+    store = store_from_args(args, settings)
+    record = next((r for r in store.list() if r.key == key), None)
+    if record is None:
+        raise UsageError(f"model key {key!r} is not in the store {store.root}")
+    dataset = load_data(args, settings)
+    if record.data.fingerprint != dataset.fingerprint:
+        raise UsageError(f"model {key} was trained on other data ({record.data.name}, "
+                         f"{record.data.n_ratings:,} ratings), not on {dataset.name}")  # fmt: skip
+    from collab_core.learner import load_trained
+
+    return load_trained(dataset, record, store, args.device)
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> dict:
+    from collab_core.export import write_export
+
+    trained = stored_model(args, settings, args.model_key)
+    rows = write_export(trained, args.out, args.format)
+    for name, n in rows.items():
+        print(f"wrote {args.out / name} ({n:,} rows)")
+    factors = int(trained.item_vectors[0].shape[1])
+    return {"model_key": trained.key, "model": trained.config.model, "format": args.format,
+            "out_dir": str(args.out), "files": rows, "factors": factors}  # fmt: skip
+
+
 def _records(table) -> list[dict]:
     return json.loads(table.to_json(orient="records"))
 
@@ -472,6 +511,7 @@ COMMANDS = {
     "explain": cmd_explain,
     "download": cmd_download,
     "synth": cmd_synth,
+    "export": cmd_export,
 }
 
 

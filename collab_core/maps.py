@@ -185,3 +185,103 @@ def _on_map(
     )
     share = float(direction @ direction / max(u @ u, 1e-30))
     return UserOnMap(user, direction, share, fit, points)
+
+
+# ---- map tools (issue 13): one genre against the rest, a movie's neighbours on the map, UMAP ----------
+
+UMAP_METRICS = ("cosine", "euclidean", "correlation", "manhattan")
+UMAP_JIT_SECONDS = 40.0  # a process's first UMAP compiles numba's kernels: 27-84 s measured at load 10-18
+UMAP_SECONDS_PER_ITEM = 8.0e-3  # then about linear in the movies: 1,000 in 4-13 s at load 10-18, 50 factors
+
+
+class _Umap:
+    compiled = False  # True once this process has run a UMAP: numba's kernels are compiled
+
+
+def in_genre(genres: pd.Series, genre: str) -> pd.Series:
+    """True for each movie ("A|B" genre strings) that has `genre` among its genres: a movie with
+    several genres counts in each of them."""
+    flags = genre_flags(genres)
+    if genre not in flags:
+        return pd.Series(False, index=genres.index, name=genre)
+    return flags[genre].astype(bool).rename(genre)
+
+
+def genres_of(trained: Trained) -> list[str]:
+    """Every genre named in the item table, in name order."""
+    return genre_flags(trained.item_table["genres"]).columns.tolist()
+
+
+def map_neighbours(trained: Trained, item: object, candidates: np.ndarray, k: int = 10) -> pd.DataFrame:
+    """The k movies among `candidates` (item indices, e.g. the mapped ones) nearest to `item` (title
+    or id) by cosine similarity of their full embeddings (not of their 2-D map coordinates), best
+    first, the movie itself left out. Index: item; title, similarity, mean_rating, n_ratings."""
+    index = trained.lookup.item_index(item)
+    unit = trained.item_vectors[1]  # (n_items, F), rows of length 1
+    pool = np.asarray(candidates, dtype=np.int64)
+    pool = pool[(pool != index) & (pool > 0)]
+    similarity = (unit[torch.from_numpy(pool)] @ unit[index]).numpy()  # (len(pool),)
+    best = np.argsort(-similarity, kind="stable")[: check_n(k, "k")]
+    table = trained.item_table.loc[pool[best], ["title", "mean_rating", "n_ratings"]]
+    return table.assign(similarity=similarity[best])[["title", "similarity", "mean_rating", "n_ratings"]]
+
+
+def pca_place(trained: Trained, pca: PCAResult, items: np.ndarray) -> pd.DataFrame:
+    """The rows of pca.coords for these items, the ones off the map placed by the same projection
+    ((m - mean) · components, the mean of the mapped movies): a linear map can place any movie."""
+    items = np.asarray(items, dtype=np.int64)
+    missing = items[~np.isin(items, pca.coords.index.to_numpy())]
+    if len(missing) == 0:
+        return pca.coords.loc[items]
+    weights = trained.item_vectors[0].double().numpy()  # (n_items, F)
+    mean = weights[pca.coords.index.to_numpy()].mean(axis=0)
+    xy = (weights[missing] - mean) @ np.asarray(pca.components, dtype=np.float64).T  # (M, k)
+    extra = trained.item_table.loc[missing, pca.coords.columns[:5]].assign(
+        **{f"pc{j + 1}": xy[:, j] for j in range(xy.shape[1])}
+    )
+    return pd.concat([pca.coords, extra]).loc[items]
+
+
+def umap_items(
+    trained: Trained,
+    n_items: int = 1000,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    metric: str = "cosine",
+    seed: int = 42,
+) -> pd.DataFrame:
+    """A 2-D UMAP (umap-learn) of the n_items most-rated movies' embeddings: the item table's
+    title, year, genres, mean_rating, n_ratings + x, y. Seeded, so a shared link redraws the same map."""
+    index = most_rated(trained, n_items)
+    if not 2 <= n_neighbors < len(index):
+        raise ConfigError(f"n_neighbors must be from 2 to one less than the movies mapped ({len(index)}), "
+                          f"not {n_neighbors!r}")  # fmt: skip
+    if not 0.0 <= min_dist <= 1.0:
+        raise ConfigError(f"min_dist must be between 0 and 1, not {min_dist!r}")
+    if metric not in UMAP_METRICS:
+        raise ConfigError(f"metric must be one of {', '.join(UMAP_METRICS)}, not {metric!r}")
+    try:
+        import umap  # numba's import and kernels cost seconds: only a UMAP pays for them
+    except ImportError:
+        raise ConfigError("UMAP needs the umap-learn package: pip install umap-learn") from None
+    x = trained.item_vectors[0][torch.from_numpy(index)].numpy()  # (N, F)
+    reducer = umap.UMAP(
+        n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, random_state=seed, n_jobs=1
+    )  # a seed makes umap-learn single-threaded anyway; saying so silences its warning
+    xy = reducer.fit_transform(x)  # (N, 2)
+    _Umap.compiled = True
+    return trained.item_table.loc[index, ["title", "year", "genres", "mean_rating", "n_ratings"]].assign(
+        x=xy[:, 0], y=xy[:, 1]
+    )
+
+
+def umap_compiled() -> bool:
+    """Whether this process has run a UMAP already (its numba kernels are compiled)."""
+    return _Umap.compiled
+
+
+def umap_seconds(n_items: int, first: bool | None = None) -> float:
+    """About how long umap_items takes for n_items on a loaded 2-core machine (bench/umap_bench.py);
+    first: whether it is the process's first UMAP, which also compiles numba's kernels (None: as it is)."""
+    first = not _Umap.compiled if first is None else first
+    return UMAP_JIT_SECONDS * first + UMAP_SECONDS_PER_ITEM * n_items

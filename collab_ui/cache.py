@@ -354,3 +354,32 @@ def worst_predicted(trained: Trained, n: int, min_valid: int) -> pd.DataFrame:
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
 def thin_extreme_biases(trained: Trained, n: int, max_ratings: int) -> pd.DataFrame:
     return certainty.thin_extreme_biases(trained, n=n, max_ratings=max_ratings)
+
+
+# ---- map tools (issue 13 part 3): UMAP, a movie's neighbours on the map, genre membership ------------
+
+
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
+def umap_items(
+    trained: Trained, n_items: int, n_neighbors: int, min_dist: float, metric: str
+) -> pd.DataFrame:
+    return maps.umap_items(
+        trained, n_items=n_items, n_neighbors=n_neighbors, min_dist=min_dist, metric=metric
+    )
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def map_neighbours(trained: Trained, item: object, n_mapped: int, k: int) -> pd.DataFrame:
+    """The k nearest (full-space cosine) to `item` among the n_mapped most-rated movies: a map's."""
+    return maps.map_neighbours(trained, item, analysis.most_rated(trained, n_mapped), k=k)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def in_genre(trained: Trained, genre: str) -> pd.Series:
+    """Which movies (index: item index) have `genre` among their genres."""
+    return maps.in_genre(trained.item_table["genres"], genre)
+
+
+@st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
+def genres_of(trained: Trained) -> list[str]:
+    return maps.genres_of(trained)

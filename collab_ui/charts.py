@@ -253,7 +253,11 @@ COLOURS = {  # colour-by choice -> (column, continuous?)
     "mean rating": ("mean_rating", True),
     "rating count": ("n_ratings", True),
     "validation RMSE": ("valid_rmse", True),  # the page joins certainty.movie_errors' column
+    "one genre against the rest": ("in_genre", False),  # the page passes which movies are in it
 }
+ONE_GENRE = "one genre against the rest"
+OTHERS_COLOUR = "#c4c9d0"
+GENRE_COLOUR = "#d6336c"
 
 
 def bias_scatter(table: pd.DataFrame, what: str) -> go.Figure:
@@ -304,9 +308,17 @@ def _hover(coords: pd.DataFrame) -> tuple[np.ndarray, str]:
 
 
 def embedding_map(
-    coords: pd.DataFrame, x: str, y: str, colour: str, label_top: int, title: str, axis_names: tuple[str, str]
+    coords: pd.DataFrame,
+    x: str,
+    y: str,
+    colour: str,
+    label_top: int,
+    title: str,
+    axis_names: tuple[str, str],
+    in_genre: pd.Series | None = None,
 ) -> go.Figure:
-    """A scatter of movie coordinates (PCA or t-SNE): hover details, colour, the top K labelled.
+    """A scatter of movie coordinates (PCA, t-SNE or UMAP): hover details, colour, the top K labelled.
+    For the colour ONE_GENRE, in_genre is a bool per row of coords, named for the genre.
 
     customdata[5] of every point is the row's index, so a selection maps back to movies.
     """
@@ -335,6 +347,21 @@ def embedding_map(
                 "colorbar": {"title": "log10 ratings" if column == "n_ratings" else colour},
             },
         )
+    elif colour == ONE_GENRE:  # every movie of the genre, whichever other genres it has, over the rest
+        member = in_genre.reindex(coords.index, fill_value=False).to_numpy(dtype=bool)
+        for rows, name, tint in (
+            (~member, "other movies", OTHERS_COLOUR),
+            (member, str(in_genre.name), GENRE_COLOUR),
+        ):
+            fig.add_scattergl(
+                x=coords.loc[rows, x],
+                y=coords.loc[rows, y],
+                mode="markers",
+                name=f"{name} ({rows.sum():,})",
+                customdata=data[rows],
+                hovertemplate=template,
+                marker={"color": tint, "size": size, "opacity": opacity},
+            )
     else:
         for i, (genre, rows) in enumerate(coords.groupby("genre", sort=True)):
             fig.add_scattergl(
@@ -358,6 +385,71 @@ def embedding_map(
         legend={"orientation": "v", "x": 1.02, "y": 1.0, "xanchor": "left", "yanchor": "top"},
     )
     return fig
+
+
+def mark_neighbours(fig: go.Figure, movie: pd.DataFrame, near: pd.DataFrame, x: str, y: str) -> go.Figure:
+    """The searched movie (one row of map coordinates) as a star, lines to its neighbours (rows with
+    a similarity column, nearest first, in the full embedding space) and their names; the other
+    movies fade and lose their labels where these name them."""
+    named = set(_short_titles(movie)) | set(_short_titles(near))
+    for t in fig.data:
+        if t.mode == "text":  # a label trace: the search's own labels replace these
+            keep = [i for i, text in enumerate(t.text) if text not in named]
+            t.update(x=[t.x[i] for i in keep], y=[t.y[i] for i in keep], text=[t.text[i] for i in keep])
+        elif t.mode == "markers":
+            t.marker.opacity = 0.35
+    x0, y0 = float(movie[x].iloc[0]), float(movie[y].iloc[0])
+    fig.add_scatter(
+        x=np.ravel([[x0, xi, None] for xi in near[x]]),
+        y=np.ravel([[y0, yi, None] for yi in near[y]]),
+        mode="lines",
+        name=f"{len(near)} nearest (full space)",
+        line={"color": "#f08c00", "width": 2},
+        hoverinfo="skip",
+    )
+    fig.add_scatter(
+        x=near[x],
+        y=near[y],
+        mode="markers+text",
+        name="neighbours",
+        showlegend=False,
+        text=[f"{i}. {t}" for i, t in enumerate(_short_titles(near), 1)],
+        textposition="bottom center",
+        textfont={"size": 11, "color": "#9c4f00"},
+        marker={"size": 11, "color": "rgba(0,0,0,0)", "line": {"color": "#f08c00", "width": 2}},
+        customdata=np.stack([near["title"].astype(str), near["similarity"]], axis=1),
+        hovertemplate="<b>%{customdata[0]}</b><br>cosine similarity %{customdata[1]:.3f}<extra></extra>",
+    )
+    fig.add_scatter(
+        x=[x0],
+        y=[y0],
+        mode="markers+text",
+        name="searched movie",
+        text=_short_titles(movie),
+        textposition="top center",
+        textfont={"size": 13, "color": "#000000"},
+        marker={"size": 20, "symbol": "star", "color": "#f08c00", "line": {"color": "#000000", "width": 1}},
+        customdata=movie[["title"]].astype(str),
+        hovertemplate="<b>%{customdata[0]}</b> (searched)<extra></extra>",
+    )
+    return fig
+
+
+def mark_selected(fig: go.Figure, rows: pd.DataFrame, x: str, y: str) -> go.Figure:
+    """Ring the selected movies (a selection restored from a link shows where it is)."""
+    fig.add_scattergl(
+        x=rows[x],
+        y=rows[y],
+        mode="markers",
+        name=f"selected ({len(rows):,})",
+        marker={"size": 12, "color": "rgba(0,0,0,0)", "line": {"color": "#111827", "width": 1.5}},
+        hoverinfo="skip",
+    )
+    return fig
+
+
+def _short_titles(rows: pd.DataFrame) -> pd.Series:
+    return rows["title"].str.replace(r"\s*\(\d{4}\)$", "", regex=True)
 
 
 def _labels(rows: pd.DataFrame, x: str, y: str, colour: str) -> dict:

@@ -111,3 +111,19 @@ def stored_model(record: StoredModel) -> None:
         for i, (t, v) in enumerate(zip(history.train_loss, history.valid_loss))
     ]
     epoch_table(rows)
+
+
+def download_csv(data: pd.DataFrame, name: str, key: str, container=st) -> None:
+    """A button that downloads a page's table as `name`.csv (written when clicked, no rerun)."""
+    from collab_core.export import table_csv  # the writer lives in the core, beside the Projector's
+
+    container.download_button(
+        f"{name}.csv",
+        lambda: table_csv(data),
+        f"{name}.csv",
+        "text/csv",
+        key=key,
+        on_click="ignore",
+        icon=":material/download:",
+        help="This table as CSV",
+    )

@@ -330,6 +330,7 @@ def test_stop_from_the_page(trained):
 def test_tsne_on_request(trained):
     at = page("app_pages/embeddings.py")
     at.slider(key="pca_n").set_value(100).run()
+    at.segmented_control(key="map_proj").set_value("t-SNE").run()
     assert not [c for c in at.get("plotly_chart") if "t-SNE of" in c.proto.spec]
     at.button(key="tsne_run").click().run()
     assert_clean(at)
@@ -427,6 +428,7 @@ def test_the_map_shows_all_movies_on_request(trained):
     at.toggle(key="pca_all").set_value(True).run()
     assert_clean(at)
     assert "PCA of the 1,664 most-rated movies" in at.get("plotly_chart")[0].proto.spec
+    at.segmented_control(key="map_proj").set_value("t-SNE").run()
     assert "Run t-SNE on the 1,664 most-rated movies" in at.button(key="tsne_run").label
 
 

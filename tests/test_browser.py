@@ -333,3 +333,28 @@ def test_why_a_prediction_and_the_user_on_the_map(server, page):
     assert page.get_by_text("User 1 on the movie map").count() >= 1
     assert_no_exception(page)
     screenshot(page, "embeddings-user-on-map")
+
+
+def test_a_searched_movie_with_neighbour_lines_and_its_link(server, page, browser):
+    """Search a movie on the map: starred, lines to its neighbours, listed; the URL then holds the
+    view, and a second browser opening that URL sees the same movie and neighbours."""
+    if not default_stored(server):
+        pytest.skip("the default model was not trained")
+    open_page(page, server, "embeddings")
+    page.locator(".st-key-map_movie input").fill("Star Wars")
+    page.get_by_role("option", name="Star Wars (1977)").click()
+    page.get_by_text("nearest movies on this map").wait_for(timeout=60_000)
+    idle(page)
+    assert_no_exception(page)
+    assert "map_movie=Star+Wars" in page.url or "map_movie=Star%20Wars" in page.url, page.url
+    chart = page.locator(".st-key-pca_map .js-plotly-plot")
+    assert chart.evaluate("g => g._fullData.some(t => t.name === 'searched movie')")
+    assert chart.evaluate("g => g._fullData.some(t => t.name === '10 nearest (full space)')")
+    screenshot(page, "embeddings-search-neighbours")
+    shared = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    shared.goto(page.url)
+    shared.get_by_text("nearest movies on this map").wait_for(timeout=SLOW)
+    idle(shared)
+    assert shared.locator(".st-key-map_movie input").input_value() == "Star Wars (1977)"
+    assert shared.locator('.st-key-map_neighbours [data-testid="stDataFrame"]').is_visible()
+    shared.context.close()
