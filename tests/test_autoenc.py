@@ -18,7 +18,7 @@ from collab_core.config import FAMILY_DEFAULTS, TrainConfig, preset
 from collab_core.data import Dataset
 from collab_core.errors import ConfigError
 from collab_core.learner import get_or_train
-from collab_core.nets import AutoEncoder, GlocalK, create_model
+from collab_core.nets import GlocalK, create_model
 from collab_core.store import ModelStore
 from collab_core.train import EpochEvent
 from tests.test_cli import Cli
@@ -37,9 +37,8 @@ def low_rank_dataset(n_users: int = 60, n_items: int = 40, rank: int = 2, seed: 
     users, items = rng.normal(0, 0.9, (n_users, rank)), rng.normal(0, 0.9, (n_items, rank))
     full = np.clip(3 + users @ items.T, 1, 5)
     u, i = np.nonzero(rng.random(full.shape) < 0.6)
-    ratings = pd.DataFrame(
-        {"user": u + 1, "item": i + 1, "rating": full[u, i].astype(np.float32), "timestamp": np.arange(len(u))}
-    )
+    rating = full[u, i].astype(np.float32)
+    ratings = pd.DataFrame({"user": u + 1, "item": i + 1, "rating": rating, "timestamp": np.arange(len(u))})
     titles = pd.DataFrame(
         {"title": [f"Movie {j}" for j in range(n_items)], "year": pd.array([2000] * n_items, dtype="Int64"),
          "genres": ["Drama"] * n_items},
