@@ -31,7 +31,7 @@ import torch
 
 from collab_core.errors import ConfigError
 from collab_core.learner import Trained
-from collab_core.nets import AutoEncoder, CollabModel, DotModel, NNModel
+from collab_core.nets import CollabModel, DotModel, NNModel
 from collab_core.ranking import dot_scores, top_items
 
 LOGIT_CLIP = 1e-3  # ratings at the ends of y_range map to logit(0.001) .. logit(0.999)
@@ -92,7 +92,7 @@ def solve_user(
     if not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 > 0):
         raise ConfigError(f"l2 must be a positive number, not {l2!r}")
     model = trained.model
-    if isinstance(model, AutoEncoder):
+    if not model.folds_in:
         raise ConfigError(
             f"model {trained.config.model!r} has no fold-in: an autoencoder reads a user's rating of a "
             "movie from the movie's reconstruction, through an output unit per trained user, and a new "

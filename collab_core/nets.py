@@ -41,6 +41,7 @@ class CollabModel(nn.Module):
     """
 
     has_bias: bool = False  # user and item biases b_u, b_m beside the factors
+    folds_in: bool = True  # a new user can be solved for against the frozen items (foldin.py)
     user_factors: nn.Embedding | nn.Parameter
     item_factors: nn.Embedding | nn.Parameter
     y_range: YRange | None
