@@ -57,8 +57,15 @@ def load() -> str:
 def fit(dataset, key: str, fold: str, device: str) -> tuple[float, float, list[EpochEvent]]:
     """(test RMSE, fit seconds, the epoch/round events) of the key's default recipe on one fold."""
     events: list[EpochEvent] = []
+
+    def note(event: object) -> None:
+        events.append(event)
+        if isinstance(event, EpochEvent) and event.holdout_loss is not None:  # a round, as it ends
+            print(f"  {key} {fold} round {event.epoch + 1}: {event.elapsed:.1f} s, held-out RMSE "
+                  f"{math.sqrt(event.holdout_loss):.4f}, test {math.sqrt(event.valid_loss):.4f}", flush=True)  # fmt: skip
+
     config = preset("book", model=key, split=fold)
-    trained = get_or_train(dataset, config, None, device, callback=events.append)
+    trained = get_or_train(dataset, config, None, device, callback=note)
     rounds = [e for e in events if isinstance(e, EpochEvent)]
     return trained.record.metrics.rmse, trained.record.fit_seconds, rounds
 

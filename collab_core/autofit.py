@@ -176,7 +176,7 @@ def fit_autoencoder(
                 if since_best >= PATIENCE:
                     break
     model.load_state_dict(best_state)
-    model.set_ratings(torch.cat([seen.dense()[None], held.dense()[None]]).sum(dim=0))
+    model.set_ratings(_Ratings(encoded, train_rows, device).dense())  # not a sum: titles share cells
     model.eval()
     with torch.no_grad():
         result.metrics = _metrics(model, valid)

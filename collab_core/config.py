@@ -142,6 +142,7 @@ PRESETS = {
 # autoencoders fit full-batch with L-BFGS (autofit.py): n_factors is the hidden width, epochs the
 # L-BFGS rounds (glocal_k: fine-tuning rounds, after epochs // 2 pre-training ones), lr L-BFGS's step
 # scale, wd the L2 weight λ of their summed squared error (GLocal-K's ml-100k settings).
+AUTOENCODERS = ("autorec", "glocal_k")  # the keys fitted by autofit.py, not by the one cycle
 FAMILY_DEFAULTS: dict[str, dict] = {
     "autorec": {"n_factors": 500, "epochs": 40, "lr": 1.0, "wd": 1.0, "wd_bias": None, "sparse": False},
     "glocal_k": {"n_factors": 500, "epochs": 60, "lr": 1.0, "wd": 20.0, "wd_bias": None, "sparse": False},
