@@ -61,8 +61,9 @@ def fit(dataset, key: str, fold: str, device: str) -> tuple[float, float, list[E
     def note(event: object) -> None:
         events.append(event)
         if isinstance(event, EpochEvent) and event.holdout_loss is not None:  # a round, as it ends
-            print(f"  {key} {fold} round {event.epoch + 1}: {event.elapsed:.1f} s, held-out RMSE "
-                  f"{math.sqrt(event.holdout_loss):.4f}, test {math.sqrt(event.valid_loss):.4f}", flush=True)  # fmt: skip
+            held, test = math.sqrt(event.holdout_loss), math.sqrt(event.valid_loss)
+            print(f"  {key} {fold} round {event.epoch + 1}: {event.elapsed:.1f} s, held-out RMSE {held:.4f}, "
+                  f"test {test:.4f}", flush=True)  # fmt: skip
 
     config = preset("book", model=key, split=fold)
     trained = get_or_train(dataset, config, None, device, callback=note)
