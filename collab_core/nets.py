@@ -219,7 +219,10 @@ class AutoEncoder(CollabModel):
     weights), so forward(users, items) needs nothing else. The decoder is linear, so
     r̂_ui = clamp(v_u · h_i + c_u): the item embedding is its hidden code h_i, the user's is the
     decoder column v_u. No biases in the chapter's sense (c_u is the decoder's, not a rating bias).
+    No fold-in: a new user has no output unit.
     """
+
+    folds_in = False
 
     def __init__(self, n_users: int, n_items: int):
         super().__init__()
