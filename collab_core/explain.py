@@ -53,6 +53,7 @@ class Breakdown:
     y_range: tuple[float, float] | None  # the link's output range (None: the identity)
     method: str  # how the parts were found
     residual: float  # raw - Σ parts: float rounding for dot models, the integral's error for NN ones
+    link: str = "sigmoid"  # how raw becomes the rating within y_range: "sigmoid", or "clip" (autoencoders)
 
     @property
     def position(self) -> float | None:
@@ -101,7 +102,8 @@ def _breakdown(trained: Trained, vector: UserVector, i: int, top: int, tol: floa
     with torch.no_grad():
         prediction = float(model.link(torch.tensor([raw], dtype=torch.float32))[0])
     residual = raw - sum(p.value for p in parts)
-    return Breakdown(user, i, title, parts, raw, prediction, y_range, method, residual)
+    link = "clip" if isinstance(model, AutoEncoder) else "sigmoid"
+    return Breakdown(user, i, title, parts, raw, prediction, y_range, method, residual, link)
 
 
 @torch.no_grad()
