@@ -107,6 +107,11 @@ chart_col.plotly_chart(
 )
 
 st.subheader("A new user")
+if not trained.model.folds_in:
+    st.info(f"{trained.config.model} has no new-user fold-in: an autoencoder predicts a user's rating "
+            "through an output unit per trained user, and a new user has none. Pick a dot-product or NN "
+            "model for new users.", icon=":material/info:")  # fmt: skip
+    st.stop()
 st.caption("The bootstrapping problem: rate a few movies and the model places you among the users at once.")
 seen = st.multiselect(
     "Movies you have seen",

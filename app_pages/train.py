@@ -1,9 +1,11 @@
 """Train: the configuration, the lr finder, live training with Stop, and stored models compared."""
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
-from collab_core.config import FIELDS, TrainConfig, entry_key
+from collab_core.config import FAMILY_DEFAULTS, FIELDS, TrainConfig, entry_key
 from collab_core.errors import CollabError
 from collab_core.recipes import estimate, format_seconds
 from collab_ui import cache, charts
@@ -23,6 +25,16 @@ def apply_recipe() -> None:
     for name in FORM:
         st.session_state[f"cfg_{name}"] = getattr(config, name)
     st.session_state["cfg_y_low"], st.session_state["cfg_y_high"] = config.y_range
+
+
+def apply_family() -> None:
+    """A newly picked model fills the form with its family's defaults over the chosen recipe (the
+    autoencoders fit with L-BFGS: their lr, width and rounds are not the chapter's)."""
+    model = st.session_state["cfg_model"]
+    base = ctx.recipes[st.session_state["cfg_recipe"]].config
+    config = dataclasses.replace(base, model=model, **FAMILY_DEFAULTS.get(model, {}))
+    for name in FORM:
+        st.session_state[f"cfg_{name}"] = getattr(config, name)
 
 
 def use_lr(lr: float) -> None:
@@ -64,7 +76,9 @@ with st.container(border=True):
     )
     device = where.selectbox("Device", devices(), index=devices().index(ctx.device), key="cfg_device")
     row = st.columns(4)
-    model = row[0].selectbox("Model", FIELDS["model"].choices, key="cfg_model", **keep)
+    model = row[0].selectbox(
+        "Model", FIELDS["model"].choices, key="cfg_model", on_change=apply_family, **keep
+    )
     n_factors = row[1].number_input("Factors", key="cfg_n_factors", **bounds("n_factors"), **keep)
     epochs = row[2].number_input("Epochs", key="cfg_epochs", **bounds("epochs"), **keep)
     bs = row[3].number_input("Batch size", step=32, key="cfg_bs", **bounds("bs"), **keep)

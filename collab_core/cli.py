@@ -421,6 +421,8 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> dict:
     found = breakdown(trained, args.user, args.movie, top=args.top)
     because = because_you_rated(trained, args.user, args.movie, n=args.n)
     link = "identity" if found.y_range is None else "sigmoid_range({:g}, {:g})".format(*found.y_range)
+    if found.link == "clip":  # an autoencoder's linear output, clipped
+        link = "clip({:g}, {:g})".format(*found.y_range)
     print(f"user {found.user}, {found.title}: predicted {found.prediction:.3f}")
     for part in found.parts:
         print(f"  {part.name:<24}{part.value:+.4f}")

@@ -22,6 +22,8 @@ MODEL_KEYS = (
     "embedding_dot_bias",
     "collab_nn",
     "embedding_nn",
+    "autorec",
+    "glocal_k",
 )
 FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")  # ml-100k's canonical splits: u1.base/u1.test, ...
 SPLITS = ("random", "temporal", *FOLDS)
@@ -72,7 +74,7 @@ FIELDS = {  # TrainConfig's fields in its order: flag, type, help, accepted valu
     "n_factors": Field("--factors", int, "embedding width (the NN models size their own)", low=1, high=1024),
     "epochs": Field("--epochs", int, "passes over the training ratings", low=1, high=1000),
     "lr": Field("--lr", float, "peak learning rate of the one cycle", low=0.0, high=10.0, open_low=True),
-    "wd": Field("--wd", float, "decoupled weight decay", low=0.0, high=10.0),
+    "wd": Field("--wd", float, "decoupled weight decay (autoencoders: the L2 weight λ)", low=0.0, high=100.0),
     "bs": Field("--bs", int, "ratings per batch", low=1, high=1_000_000),
     "seed": Field("--seed", int, "seeds the init, the split and the shuffling", low=0, high=2**32 - 1),
     "y_range": Field("--y-range", tuple, "output range of sigmoid_range: LOW HIGH"),
@@ -136,11 +138,23 @@ PRESETS = {
 }
 
 
+# Per-family defaults (model key -> TrainConfig fields), over a preset, under explicit fields. The
+# autoencoders fit full-batch with L-BFGS (autofit.py): n_factors is the hidden width, epochs the
+# L-BFGS rounds (glocal_k: fine-tuning rounds, after epochs // 2 pre-training ones), lr L-BFGS's step
+# scale, wd the L2 weight λ of their summed squared error (GLocal-K's ml-100k settings).
+AUTOENCODERS = ("autorec", "glocal_k")  # the keys fitted by autofit.py, not by the one cycle
+FAMILY_DEFAULTS: dict[str, dict] = {
+    "autorec": {"n_factors": 500, "epochs": 40, "lr": 1.0, "wd": 1.0, "wd_bias": None, "sparse": False},
+    "glocal_k": {"n_factors": 500, "epochs": 60, "lr": 1.0, "wd": 20.0, "wd_bias": None, "sparse": False},
+}
+
+
 def preset(name: str, **overrides) -> TrainConfig:
-    """A named recipe with any fields overridden."""
+    """A named recipe with any fields overridden; a model family's defaults come between the two."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
+    family = FAMILY_DEFAULTS.get(overrides.get("model"), {})
+    return TrainConfig(**{**PRESETS[name], **family, **overrides})
 
 
 def entry_key(config: TrainConfig, fingerprint: str) -> str:

@@ -26,7 +26,7 @@ import torch
 from collab_core.errors import ConfigError, check_n
 from collab_core.foldin import UserVector
 from collab_core.learner import Trained
-from collab_core.nets import DotModel, NNModel
+from collab_core.nets import AutoEncoder, DotModel, NNModel
 
 START_STEPS = 64  # integrated gradients: the first midpoint sum, doubled until within tol
 MAX_STEPS = 1 << 16
@@ -53,6 +53,7 @@ class Breakdown:
     y_range: tuple[float, float] | None  # the link's output range (None: the identity)
     method: str  # how the parts were found
     residual: float  # raw - Σ parts: float rounding for dot models, the integral's error for NN ones
+    link: str = "sigmoid"  # how raw becomes the rating within y_range: "sigmoid", or "clip" (autoencoders)
 
     @property
     def position(self) -> float | None:
@@ -88,13 +89,21 @@ def _breakdown(trained: Trained, vector: UserVector, i: int, top: int, tol: floa
         parts, raw, method = _dot_parts(model, vector, i, check_n(top, "top"))
     elif isinstance(model, NNModel):
         parts, raw, method = _nn_parts(model, vector, i, tol)
+    elif isinstance(model, AutoEncoder):
+        if user is None:
+            raise ConfigError(f"model {trained.config.model!r} has no output unit for a new user: "
+                              "an autoencoder explains only the users it was trained on")  # fmt: skip
+        parts, raw, method = _autoencoder_parts(
+            model, trained.lookup.user_index(user), i, check_n(top, "top")
+        )
     else:
         raise ConfigError(f"no breakdown for model {trained.config.model!r}: neither a dot product "
                           "nor an MLP over embeddings")  # fmt: skip
     with torch.no_grad():
         prediction = float(model.link(torch.tensor([raw], dtype=torch.float32))[0])
     residual = raw - sum(p.value for p in parts)
-    return Breakdown(user, i, title, parts, raw, prediction, y_range, method, residual)
+    link = "clip" if isinstance(model, AutoEncoder) else "sigmoid"
+    return Breakdown(user, i, title, parts, raw, prediction, y_range, method, residual, link)
 
 
 @torch.no_grad()
@@ -117,6 +126,29 @@ def _dot_parts(model: DotModel, vector: UserVector, i: int, top: int) -> tuple[t
         parts.append(Part(f"other {rest} factor{'s' * (rest > 1)}", float(values[order[top:]].sum())))
     method = "exact: user and movie biases plus the dot product's per-factor products u_k·m_k"
     return tuple(parts), float(raw[0]), method
+
+
+@torch.no_grad()
+def _autoencoder_parts(model: AutoEncoder, u: int, i: int, top: int) -> tuple[tuple[Part, ...], float, str]:
+    """The linear output layer's terms: c_u plus v_uk h_ik per hidden unit (the `top` largest, the
+    rest summed); raw computed as the reconstruction computes it."""
+    weight, bias = model.decoder()  # (H, U), (U,)
+    code = model.hidden(model.ratings)[i]  # (H,)
+    products = code * weight[:, u]
+    raw = float((code[None] @ weight[:, u : u + 1])[0, 0] + bias[u])
+    values = products.double().cpu().numpy()
+    order = np.argsort(-np.abs(values), kind="stable")
+    parts = [Part("user's output bias", float(bias[u]))]
+    parts += [Part(f"hidden unit {k + 1}", float(values[k])) for k in order[:top]]
+    if len(order) > top:
+        rest = len(order) - top
+        parts.append(Part(f"other {rest} hidden units", float(values[order[top:]].sum())))
+    method = (
+        "exact: the output layer's bias for the user plus per-hidden-unit products v_uk·h_ik, h the "
+        "movie's code from the ratings it received (the user's other ratings do not enter it); the "
+        "chapter's user and movie biases do not apply to an autoencoder; clipped to the ratings' range"
+    )
+    return tuple(parts), raw, method
 
 
 def _nn_parts(model: NNModel, vector: UserVector, i: int, tol: float) -> tuple[tuple[Part, ...], float, str]:

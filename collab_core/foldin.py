@@ -92,6 +92,12 @@ def solve_user(
     if not (isinstance(l2, (int, float)) and math.isfinite(l2) and l2 > 0):
         raise ConfigError(f"l2 must be a positive number, not {l2!r}")
     model = trained.model
+    if not model.folds_in:
+        raise ConfigError(
+            f"model {trained.config.model!r} has no fold-in: an autoencoder reads a user's rating of a "
+            "movie from the movie's reconstruction, through an output unit per trained user, and a new "
+            "user has none; train a dot-product or NN model for new users"
+        )
     device = next(model.parameters()).device
     items = items.to(device)
     values = torch.tensor(ratings, dtype=torch.float32, device=device)

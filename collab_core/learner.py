@@ -20,7 +20,7 @@ from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, split
 from collab_core.errors import ConfigError, DataError
 from collab_core.lookup import Lookup
-from collab_core.nets import CollabModel, create_model
+from collab_core.nets import MODELS, AutoEncoder, CollabModel, create_model
 from collab_core.record import DataIdentity, History, Metrics, Split, StoredModel
 from collab_core.store import ModelStore, StoreWarning, downsample, entry_key
 from collab_core.train import Callback, FitResult, LRFind, fit_one_cycle, lr_find, pick_device
@@ -141,6 +141,10 @@ def fit(
 ) -> tuple[CollabModel, FitResult]:
     """Build the configured model on `device` and fit it on prepared rows; it is left in eval mode."""
     model = build_model(config, encoded.n_users, encoded.n_items, device)
+    if isinstance(model, AutoEncoder):  # their own full-batch fit (autofit.py), not the one cycle
+        from collab_core.autofit import fit_autoencoder
+
+        return model, fit_autoencoder(model, encoded, train_rows, valid_rows, config, callback, should_stop)
     train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
     result = fit_one_cycle(model, train, valid, config, callback, should_stop)
     model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
@@ -181,6 +185,10 @@ def get_or_train(
             return found
     n_parameters = memory.n_parameters(config.model, encoded.n_users, encoded.n_items, config.n_factors)
     memory.check_memory(memory.training_bytes(len(encoded.rating), n_parameters), memory.available_bytes())
+    if issubclass(MODELS[config.model], AutoEncoder):  # dense (n_items, n_users): refused before it starts
+        from collab_core.autofit import check
+
+        check(encoded.n_items, encoded.n_users, config.n_factors, n_parameters, memory.available_bytes())
     with store.lock(key) if store is not None else contextlib.nullcontext():
         if store is not None and reuse:  # another process may have trained it while we waited
             found = _from_store(store, key, dev, *args)

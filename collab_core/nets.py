@@ -41,6 +41,7 @@ class CollabModel(nn.Module):
     """
 
     has_bias: bool = False  # user and item biases b_u, b_m beside the factors
+    folds_in: bool = True  # a new user can be solved for against the frozen items (foldin.py)
     user_factors: nn.Embedding | nn.Parameter
     item_factors: nn.Embedding | nn.Parameter
     y_range: YRange | None
@@ -210,6 +211,154 @@ class EmbeddingNN(NNModel):
         self.y_range = y_range
 
 
+class AutoEncoder(CollabModel):
+    """The autoencoder family: items are rows of the (n_items, n_users) rating matrix R (0 = unrated),
+    and the network reconstructs each row from itself: r̂_i = decode(encode(R_i)), read at (i, u).
+
+    The training ratings it reads are part of the model (the `ratings` buffer, stored with the
+    weights), so forward(users, items) needs nothing else. The decoder is linear, so
+    r̂_ui = clamp(v_u · h_i + c_u): the item embedding is its hidden code h_i, the user's is the
+    decoder column v_u. No biases in the chapter's sense (c_u is the decoder's, not a rating bias).
+    No fold-in: a new user has no output unit.
+    """
+
+    folds_in = False
+
+    def __init__(self, n_users: int, n_items: int):
+        super().__init__()
+        self.register_buffer("ratings", torch.zeros(n_items, n_users))  # (I, U) the input R
+        self.register_buffer("scale", torch.tensor([1.0, 5.0]))  # the training ratings' low, high
+
+    def set_ratings(self, matrix: torch.Tensor) -> None:
+        """Feed another input (same shape): the training ratings, or an edited copy of them."""
+        self.ratings.copy_(matrix)
+        observed = matrix[matrix > 0]
+        if len(observed):
+            self.scale.copy_(torch.stack([observed.min(), observed.max()]))
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's code (I, H) of input rows x (I, U)."""
+        raise NotImplementedError
+
+    def decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer's effective weight (H, U) and bias (U,)."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """r̂ (I, U) before clamping, from input x (default: the stored ratings)."""
+        weight, bias = self.decoder()
+        return self.hidden(self.ratings if x is None else x) @ weight + bias
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.clamp(self.reconstruct()[items, users])
+
+    def clamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions clipped to the training ratings' range (the output layer is linear)."""
+        return x.clamp(float(self.scale[0]), float(self.scale[1]))
+
+    def link(self, x: torch.Tensor) -> torch.Tensor:
+        return self.clamp(x)
+
+    @property
+    def y_range(self) -> YRange:
+        """The range predictions are clipped to (the training ratings'), not a sigmoid's."""
+        return float(self.scale[0]), float(self.scale[1])
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder columns (U, H) and the items' hidden codes (I, H); computed, not live."""
+        with torch.no_grad():
+            return self.decoder()[0].T.contiguous(), self.hidden(self.ratings)
+
+
+class AutoRec(AutoEncoder):
+    """I-AutoRec (Sedhain et al. 2015): r̂_i = V σ(W r_i + b) + c, one sigmoid hidden layer."""
+
+    def __init__(self, n_users: int, n_items: int, n_hidden: int = 500):
+        super().__init__(n_users, n_items)
+        self.encoder = nn.Linear(n_users, n_hidden)
+        self.output = nn.Linear(n_hidden, n_users)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.encoder(x))  # (I, H)
+
+    def decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.output.weight.T, self.output.bias
+
+    def penalty(self) -> torch.Tensor:
+        """½‖W‖² + ½‖V‖²: the L2 term, times the config's wd in the loss."""
+        return 0.5 * (self.encoder.weight.square().sum() + self.output.weight.square().sum())
+
+
+class KernelLinear(nn.Module):
+    """GLocal-K's local kernel layer: y = x (W ⊙ K) + b, K_jk = max(0, 1 - ‖u_j - v_k‖²) between
+    learned n_dim-vectors of each input unit j and output unit k, so weights whose units lie far apart
+    are switched off (finite support)."""
+
+    def __init__(self, n_in: int, n_out: int, n_dim: int = 5):
+        super().__init__()
+        self.weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_in, n_out)))
+        self.u = nn.Parameter(nn.init.trunc_normal_(torch.empty(n_in, n_dim), std=1e-3, a=-2e-3, b=2e-3))
+        self.v = nn.Parameter(nn.init.trunc_normal_(torch.empty(n_out, n_dim), std=1e-3, a=-2e-3, b=2e-3))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def kernel(self) -> torch.Tensor:
+        return torch.relu(1 - torch.cdist(self.u, self.v).square())  # (n_in, n_out)
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.kernel()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.effective_weight() + self.bias
+
+
+class GlocalK(AutoEncoder):
+    """GLocal-K (Han et al. 2021): two sigmoid KernelLinear layers and a linear KernelLinear output.
+
+    Pre-trained on R; then fine-tuned on R convolved with a global 3x3 kernel (ReLU after), the
+    kernel a mix of learned ones weighted by the pre-trained reconstruction's item means:
+    g = mean_u(r̂) @ C (C: (I, 9)), input = relu(conv2d(R, g)). `finetuned` says which stage it is in.
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_hidden: int = 500):
+        super().__init__(n_users, n_items)
+        self.layer1 = KernelLinear(n_users, n_hidden)
+        self.layer2 = KernelLinear(n_hidden, n_hidden)
+        self.output = KernelLinear(n_hidden, n_users)
+        self.conv_kernel = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(n_items, 9), std=0.1, a=-0.2, b=0.2)
+        )
+        self.register_buffer("finetuned", torch.zeros((), dtype=torch.bool))
+        self.dot_scale = 1.0  # the reference's scale of g at ml-100k
+
+    def local_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.layer2(torch.sigmoid(self.layer1(x))))  # (I, H)
+
+    def global_input(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(conv2d(R, g)) (I, U): the fine-tuning input. The output layer is linear, so the local
+        reconstruction's mean over users comes from the codes: h_i · mean_u v_u + mean_u c_u."""
+        weight, bias = self.decoder()
+        item_means = self.local_hidden(x) @ weight.mean(dim=1) + bias.mean()  # (I,)
+        g = (item_means @ self.conv_kernel).view(1, 1, 3, 3) * self.dot_scale
+        return torch.relu(nn.functional.conv2d(x[None, None], g, padding=1))[0, 0]
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return self.local_hidden(self.global_input(x) if bool(self.finetuned) else x)
+
+    def decoder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.output.effective_weight(), self.output.bias
+
+    def penalty(self) -> torch.Tensor:
+        """½‖W‖² over the layers' weights; the kernels' own term is in kernel_penalty."""
+        return 0.5 * sum(layer.weight.square().sum() for layer in self.kernel_layers())
+
+    def kernel_penalty(self) -> torch.Tensor:
+        """½‖K‖² over the layers' kernels: pushes them towards finite support."""
+        return 0.5 * sum(layer.kernel().square().sum() for layer in self.kernel_layers())
+
+    def kernel_layers(self) -> tuple[KernelLinear, ...]:
+        return self.layer1, self.layer2, self.output
+
+
 # key -> class; "dot" is the book's first DotProduct, without an output range
 MODELS: dict[str, type[CollabModel]] = {
     "dot": DotProduct,
@@ -219,6 +368,8 @@ MODELS: dict[str, type[CollabModel]] = {
     "embedding_dot_bias": EmbeddingDotBias,
     "collab_nn": CollabNN,
     "embedding_nn": EmbeddingNN,
+    "autorec": AutoRec,
+    "glocal_k": GlocalK,
 }
 
 
@@ -234,4 +385,6 @@ def create_model(
     model = MODELS[key]
     if issubclass(model, DotModel):
         return model(n_users, n_items, n_factors, None if key == "dot" else y_range)
+    if issubclass(model, AutoEncoder):  # n_factors: the hidden layer's width; clipped, not y_range
+        return model(n_users, n_items, n_factors)
     return model(n_users, n_items, y_range=y_range)

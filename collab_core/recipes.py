@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from collab_core.config import MODEL_KEYS, PRESETS, TrainConfig, preset
+from collab_core.config import AUTOENCODERS, MODEL_KEYS, PRESETS, TrainConfig, preset
 from collab_core.settings import TRAIN_BUDGET
 from collab_core.speed import Speed
 
@@ -92,6 +92,7 @@ class Recipe:
         """One line: `book: embedding_dot_bias, 5 epochs, bs 64, lr 0.005, wd 0.1, dense AdamW, ~1.3 s`."""
         c = self.config
         optimizer = "row-wise sparse AdamW" if c.sparse else "dense AdamW"
+        optimizer = "full-batch L-BFGS rounds" if c.model in AUTOENCODERS else optimizer
         return (
             f"{self.name}: {c.model}, {c.epochs} epochs, bs {c.bs}, lr {c.lr:g}, wd {c.wd:g}, {optimizer}, "
             f"~{format_seconds(self.seconds)}"

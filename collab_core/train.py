@@ -46,6 +46,7 @@ class EpochEvent:
     seconds: float  # this epoch's time
     elapsed: float
     eta: float
+    holdout_loss: float | None = None  # autoencoders: MSE on the held-out training ratings (chooses)
 
 
 @dataclass
@@ -56,6 +57,8 @@ class FitResult:
     metrics: dict[str, float] = field(default_factory=dict)  # final valid mse, rmse, mae
     fit_seconds: float = 0.0
     device: str = "cpu"
+    holdout_loss: list[float] = field(default_factory=list)  # autoencoders: per round, the choosing loss
+    best_epoch: int | None = None  # autoencoders: the round kept (0-based)
 
 
 Callback = Callable[[BatchEvent | EpochEvent], None]

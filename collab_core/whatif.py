@@ -25,6 +25,7 @@ import torch
 from collab_core.errors import ConfigError
 from collab_core.foldin import UserVector, check_ratings, solve_user, vector_scores
 from collab_core.learner import Trained
+from collab_core.nets import AutoEncoder
 from collab_core.ranking import top_items
 
 REMOVE = None  # an edit's value that removes the rating
@@ -57,6 +58,8 @@ def what_if(
     rows = trained.user_rows(u)
     before = dict(zip(encoded.item_idx.numpy()[rows].tolist(), encoded.rating.numpy()[rows].tolist()))
     after = _apply(trained, before, edits)
+    if isinstance(trained.model, AutoEncoder):
+        return _fed_through(trained, u, before, after, n, min_ratings)
     original = _solve(trained, before, l2, steps, lr)
     edited = _solve(trained, after, l2, steps, lr)
     trained_vector = UserVector.of(trained.model, u)
@@ -65,6 +68,20 @@ def what_if(
         bias = trained_vector.bias + (edited.bias - original.bias)
     vector = UserVector(trained_vector.factors + (edited.factors - original.factors), bias)
     scores, scores_before = vector_scores(trained, vector), vector_scores(trained, trained_vector)
+    recommendations = _ranked(trained, scores, scores_before, before, after, n, min_ratings)
+    return WhatIf(lookup.user_id(u), _ratings_table(trained, before, after), vector, recommendations)
+
+
+def _ranked(
+    trained: Trained,
+    scores: torch.Tensor,
+    scores_before: torch.Tensor,
+    before: dict[int, float],
+    after: dict[int, float],
+    n: int,
+    min_ratings: int,
+) -> pd.DataFrame:
+    """The top n after the edit, each with its rank and prediction before it."""
     recommendations = top_items(trained, scores, np.fromiter(after, np.int64), n, min_ratings)
     rank_before = pd.array(_ranks(trained, scores_before, np.fromiter(before, np.int64), min_ratings),
                            dtype="Int64")[recommendations.index]  # fmt: skip
@@ -75,7 +92,30 @@ def what_if(
         predicted_before=scores_before.numpy()[recommendations.index],
     )
     recommendations["rank_change"] = recommendations["rank_before"] - recommendations["rank"]
-    return WhatIf(lookup.user_id(u), _ratings_table(trained, before, after), vector, recommendations)
+    return recommendations
+
+
+def _fed_through(
+    trained: Trained, u: int, before: dict[int, float], after: dict[int, float], n: int, min_ratings: int
+) -> WhatIf:
+    """An autoencoder's what-if: the edits written into its input matrix (column u), fed through.
+
+    Only the edited cells change, so an empty edit gives the model's own list; an item's
+    reconstruction reads the ratings that item received, so an edit moves the user's predictions
+    of the edited movies (and, in glocal_k, of their neighbours in the convolution's window)."""
+    model = trained.model
+    edited = model.ratings.clone()  # (I, U)
+    for i in before.keys() - after.keys():
+        edited[i, u] = 0.0
+    for i, value in after.items():
+        if before.get(i) != value:
+            edited[i, u] = value
+    with torch.no_grad():
+        scores = model.clamp(model.reconstruct(edited)[:, u]).cpu()
+        scores_before = model.clamp(model.reconstruct()[:, u]).cpu()
+    recommendations = _ranked(trained, scores, scores_before, before, after, n, min_ratings)
+    return WhatIf(trained.lookup.user_id(u), _ratings_table(trained, before, after), UserVector.of(model, u),
+                  recommendations)  # fmt: skip
 
 
 def _apply(

@@ -24,7 +24,8 @@ def waterfall(found: Breakdown) -> go.Figure:
     measures = ["relative"] * len(parts) + ["total"]
     if found.y_range is not None:
         low, high = found.y_range
-        names += [f"link: sigmoid into {low:g}–{high:g}", "predicted"]
+        how = "clip to" if found.link == "clip" else "sigmoid into"
+        names += [f"link: {how} {low:g}–{high:g}", "predicted"]
         values += [found.prediction - found.raw, found.prediction]
         measures += ["relative", "total"]
     fig = go.Figure(

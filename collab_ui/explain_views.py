@@ -86,6 +86,9 @@ def what_if(trained: Trained, user: object, n: int, min_ratings: int) -> None:
         "Change stars or delete rows in the table, add movies below, then re-solve: the user's vector "
         "is solved again with every movie held fixed. Nothing is written to the data or the store."
     )
+    if not trained.model.folds_in:
+        st.caption("An autoencoder has no user vector to solve: the edits are written into its input and "
+                   "fed through, so only the edited movies' codes (and predictions) change.")  # fmt: skip
     # per model and user: another model (or dataset) numbers its movies differently
     rows_key, editor_key = f"whatif_rows_{trained.key}_{user}", f"whatif_editor_{trained.key}_{user}"
     history = cache.user_history(trained, user)

@@ -12,7 +12,7 @@ import torch
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_ml100k
 from collab_core.learner import Trained, get_or_train
-from collab_core.nets import MODELS
+from collab_core.nets import MODELS, AutoEncoder
 from collab_core.store import ModelStore
 
 ML100K_DIR = Path(
@@ -82,8 +82,10 @@ def taste() -> Dataset:
 def taste_model(request, taste) -> Trained:
     """Each model key trained on the taste data (a few seconds for all seven)."""
     epochs = 10 if "nn" not in request.param else 6
-    return get_or_train(taste, TrainConfig(model=request.param, epochs=epochs, lr=0.05, bs=32, wd=0.01),
-                        device="cpu")  # fmt: skip
+    config = TrainConfig(model=request.param, epochs=epochs, lr=0.05, bs=32, wd=0.01)
+    if issubclass(MODELS[request.param], AutoEncoder):  # full-batch L-BFGS: its own step and width
+        config = TrainConfig(model=request.param, n_factors=16, epochs=10, lr=1.0, bs=32, wd=0.01)
+    return get_or_train(taste, config, device="cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)
