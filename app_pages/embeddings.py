@@ -4,7 +4,7 @@ import streamlit as st
 
 from collab_core.analysis import pca_extremes, tsne_seconds
 from collab_core.errors import CollabError
-from collab_ui import cache, charts, explain_views
+from collab_ui import animation, cache, charts, explain_views
 from collab_ui.draw import error, table
 from collab_ui.session import require_model
 
@@ -117,6 +117,9 @@ if st.session_state.get("tsne_for") == wanted:
     )
 else:
     st.caption("t-SNE keeps neighbours together better than PCA but takes seconds: run it on request.")
+
+with st.expander("Through training: the map as it formed", icon=":material/animation:"):
+    animation.through_training(trained)
 
 explain_views.user_on_map(trained, n_items, K, x_name, y_name)
 explain_views.genre_readability(trained)

@@ -439,3 +439,21 @@ def neighbours(table: pd.DataFrame, movie: str, score: str) -> go.Figure:
     )
     label = "cosine similarity" if score == "similarity" else "Euclidean distance"
     return styled(fig, f"Nearest to {movie}", label, "", height=max(300, 28 * len(rows) + 80))
+
+
+def live_map(p: Progress) -> go.Figure:
+    """The latest frame of a running job: its own first two principal axes, signs kept from frame to
+    frame (collab_ui.jobs), WebGL."""
+    fig = go.Figure()
+    if p.map_xy is not None:
+        fig.add_scattergl(
+            x=p.map_xy[:, 0],
+            y=p.map_xy[:, 1],
+            mode="markers",
+            text=list(p.map_labels),
+            hovertemplate="%{text}<extra></extra>",
+            marker={"size": 5, "opacity": 0.7, "color": "#2563eb"},
+        )
+    where = "initial weights" if p.map_epoch == 0 else f"epoch {p.map_epoch:.3g}"
+    title = f"Movie map, {where} (frame {p.map_frame + 1}/{p.map_frames})"
+    return styled(fig, title, "PC1 of this frame", "PC2 of this frame")
