@@ -147,7 +147,7 @@ def fit(
     snapshot_items: how many of the most-rated movies the map's snapshots keep (0: none)."""
     model = build_model(config, encoded.n_users, encoded.n_items, device)
     train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
-    keep = plan(encoded.item_idx, encoded.n_items, encoded.items, snapshot_items)
+    keep = plan(encoded, snapshot_items)
     result = fit_one_cycle(model, train, valid, config, callback, should_stop, snapshots=keep)
     model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
     return model, result

@@ -23,6 +23,7 @@ from collab_core.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from collab_core.encoding import Encoded
     from collab_core.learner import Trained
 
 N_ITEMS = 1000  # movies kept per frame: the Embeddings page's default map
@@ -37,6 +38,7 @@ class SnapshotPlan:
 
     items: tuple[int, ...]  # item indices, most-rated first
     labels: tuple[str, ...]  # their titles (or ids), for a live map's hover
+    mean_rating: tuple[float, ...] = ()  # their mean ratings, for a live map's colour
     frames: int = FRAMES
     max_per_epoch: int = MAX_PER_EPOCH
 
@@ -52,14 +54,20 @@ class SnapshotPlan:
         return [0] + [epoch * n_batches + b for epoch in range(epochs) for b in within]
 
 
-def plan(item_idx: torch.Tensor, n_items: int, labels: np.ndarray, n: int = N_ITEMS) -> SnapshotPlan | None:
-    """The n most-rated items (ties: lower index first), as analysis.most_rated picks the map's
-    movies; None when n is 0. item_idx: every rating's item index; labels: the item vocabulary."""
-    if n <= 0 or n_items <= 1:
+def plan(encoded: Encoded, n: int = N_ITEMS) -> SnapshotPlan | None:
+    """The n most-rated items of the encoded ratings (ties: lower index first), as
+    analysis.most_rated picks the map's movies; None when n is 0."""
+    if n <= 0 or encoded.n_items <= 1:
         return None
-    counts = torch.bincount(item_idx, minlength=n_items).numpy()[1:]
-    index = np.argsort(-counts, kind="stable")[:n] + 1
-    return SnapshotPlan(tuple(int(i) for i in index), tuple(str(labels[i]) for i in index))
+    counts = torch.bincount(encoded.item_idx, minlength=encoded.n_items)  # (n_items,)
+    sums = torch.bincount(encoded.item_idx, weights=encoded.rating.double(), minlength=encoded.n_items)
+    index = np.argsort(-counts.numpy()[1:], kind="stable")[:n] + 1
+    means = (sums / counts.clamp(min=1)).numpy()
+    return SnapshotPlan(
+        tuple(int(i) for i in index),
+        tuple(str(encoded.items[i]) for i in index),
+        tuple(float(means[i]) for i in index),
+    )
 
 
 @dataclass(frozen=True)

@@ -55,9 +55,8 @@ class SnapshotEvent:
 
     epoch: float  # epochs done, fractional (0 = the initial weights)
     step: int  # batches done so far, over all epochs
-    frame: torch.Tensor = field(repr=False)  # (N, F) float16 on the CPU, rows in `items` order
-    items: tuple[int, ...] = field(repr=False)  # the movies' item indices
-    labels: tuple[str, ...] = field(repr=False)  # their titles (or ids)
+    frame: torch.Tensor = field(repr=False)  # (N, F) float16 on the CPU, rows in plan.items order
+    plan: SnapshotPlan = field(repr=False)  # the movies: item indices, titles, mean ratings
     index: int = 0  # 0-based frame number
     total: int = 0  # frames planned for the whole fit
 
@@ -148,8 +147,7 @@ def fit_one_cycle(
         frame = recorder.take(step, item_factors)
         if frame is not None and callback:
             n = len(recorder.frames)
-            callback(SnapshotEvent(step / n_batches, step, frame, snapshots.items, snapshots.labels,
-                                   n - 1, recorder.total))  # fmt: skip
+            callback(SnapshotEvent(step / n_batches, step, frame, snapshots, n - 1, recorder.total))
 
     def report(step: int, epoch: int, lr: float) -> None:
         chunk = torch.stack(pending).tolist() if torch.is_tensor(pending[0]) else list(pending)

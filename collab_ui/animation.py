@@ -82,15 +82,15 @@ def animation_figure(path: Trajectory) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 50, "b": 90},
         updatemenus=[{
             "type": "buttons", "direction": "left", "x": 0.0, "y": -0.08, "xanchor": "left", "yanchor": "top",
-            "showactive": False, "pad": {"r": 10, "t": 30},
+            "showactive": False, "pad": {"r": 10, "t": 45},
             "buttons": [
                 {"label": "▶ Play", "method": "animate", "args": [None, play]},
                 {"label": "❚❚ Pause", "method": "animate", "args": [[None], step]},
             ],
         }],
         sliders=[{
-            "active": last, "x": 0.16, "len": 0.84, "y": -0.08, "yanchor": "top", "pad": {"t": 30},
-            "currentvalue": {"prefix": "epoch ", "font": {"size": 13}},
+            "active": last, "x": 0.2, "len": 0.8, "y": -0.08, "yanchor": "top", "pad": {"t": 30},
+            "currentvalue": {"prefix": "epoch ", "font": {"size": 13}, "xanchor": "right"},
             "font": {"size": 9},
             "steps": [
                 {"label": f"{e:.2f}".rstrip("0").rstrip("."), "method": "animate", "args": [[str(i)], step]}

@@ -451,9 +451,11 @@ def live_map(p: Progress) -> go.Figure:
             y=p.map_xy[:, 1],
             mode="markers",
             text=list(p.map_labels),
-            hovertemplate="%{text}<extra></extra>",
-            marker={"size": 5, "opacity": 0.7, "color": "#2563eb"},
-        )
+            customdata=list(p.map_colour),
+            hovertemplate="%{text}<br>mean rating %{customdata:.2f}<extra></extra>",
+            marker={"size": 5, "opacity": 0.8, "color": list(p.map_colour), "colorscale": "Viridis",
+                    "showscale": True, "colorbar": {"title": "mean<br>rating", "thickness": 12}},
+        )  # fmt: skip
     where = "initial weights" if p.map_epoch == 0 else f"epoch {p.map_epoch:.3g}"
     title = f"Movie map, {where} (frame {p.map_frame + 1}/{p.map_frames})"
     return styled(fig, title, "PC1 of this frame", "PC2 of this frame")

@@ -48,6 +48,7 @@ class Progress:
     started: float = field(default_factory=time.time)
     map_xy: np.ndarray | None = field(default=None, repr=False)  # (N, 2) the latest frame, projected
     map_labels: tuple[str, ...] = field(default=(), repr=False)  # its movies' titles
+    map_colour: tuple[float, ...] = field(default=(), repr=False)  # their mean ratings
     map_epoch: float = 0.0  # epochs done when it was taken
     map_frame: int = 0  # its 0-based number
     map_frames: int = 0  # frames planned for the run
@@ -123,7 +124,8 @@ class TrainingJob:
             self._progress = replace(
                 self._progress,
                 map_xy=xy,
-                map_labels=event.labels,
+                map_labels=event.plan.labels,
+                map_colour=event.plan.mean_rating,
                 map_epoch=event.epoch,
                 map_frame=event.index,
                 map_frames=event.total,

@@ -17,9 +17,11 @@ import torch
 
 from collab_core.analysis import pca_items
 from collab_core.config import TrainConfig
+from collab_core.encoding import encode
 from collab_core.learner import build_model, get_or_train, prepare, rows_to_tensors
 from collab_core.nets import MODELS
 from collab_core.snapshots import PREFIX, SnapshotPlan, live_basis, plan, project, trajectory
+from collab_core.stats import item_table
 from collab_core.store import ModelStore, StoreWarning
 from collab_core.train import SnapshotEvent, fit_one_cycle
 
@@ -49,7 +51,7 @@ def fitted(taste, key: str, config: TrainConfig = TASTE, n: int = 10, fused: boo
     """(model, FitResult, plan) of a fit on the taste data with snapshots of the n most-rated items."""
     config = dataclasses.replace(config, model=key)
     encoded, train_rows, valid_rows = prepare(taste, config)
-    keep = plan(encoded.item_idx, encoded.n_items, encoded.items, n)
+    keep = plan(encoded, n)
     model = build_model(config, encoded.n_users, encoded.n_items, CPU)
     train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
     return model, fit_one_cycle(model, train, valid, config, events, fused=fused, snapshots=keep), keep
@@ -148,7 +150,9 @@ def test_a_job_publishes_the_live_map(taste, tmp_path):
     job.join(120)
     p = job.progress()
     assert p.status == DONE and p.map_frames == 31 and p.map_frame == 30 and p.map_epoch == 3
-    assert p.map_xy.shape == (24, 2) and len(p.map_labels) == 24  # all 24 items of the taste data
+    assert p.map_xy.shape == (24, 2) and len(p.map_labels) == len(p.map_colour) == 24  # all its items
+    table = item_table(taste, encode(taste, "title")).set_index("title")  # the Embeddings page's
+    assert np.allclose(p.map_colour, table.loc[list(p.map_labels), "mean_rating"])
     assert np.isfinite(p.map_xy).all() and p.map_xy.std(axis=0).min() > 0
 
 
