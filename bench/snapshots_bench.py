@@ -23,8 +23,9 @@ from collab_core.config import TrainConfig
 from collab_core.data import load_dataset
 from collab_core.learner import get_or_train
 from collab_core.settings import Settings
-from collab_core.snapshots import N_ITEMS, Recorder, plan, trajectory
+from collab_core.snapshots import N_ITEMS, Recorder, plan
 from collab_core.store import ModelStore
+from collab_core.trajectory import trajectory
 
 OVERHEAD_TARGET = 0.03  # at most 3% more fit time
 BUILD_TARGET = 1.0  # seconds to build the animation (trajectory + figure)

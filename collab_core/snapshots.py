@@ -5,8 +5,9 @@ times per epoch, as float16, from wherever the live weights are (the model, or a
 buffer). A copy reads the weights and nothing else: no RNG draw, no write, so a fit with snapshots
 gives the same numbers as one without. At ml-100k a frame is 1000 x 50 x 2 bytes = 100 KB.
 
-Frames are projected for display on a basis that does not move (see `project`), so that a movie's
-motion between frames is its own and not the axes'.
+Frames are projected for display on a basis that does not move (see `project`; trajectory.py puts a
+stored model's frames on its final PCA axes), so that a movie's motion between frames is its own
+and not the axes'.
 """
 
 from __future__ import annotations
@@ -18,13 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from collab_core.errors import ConfigError
-
 if TYPE_CHECKING:
-    import pandas as pd
-
     from collab_core.encoding import Encoded
-    from collab_core.learner import Trained
 
 N_ITEMS = 1000  # movies kept per frame: the Embeddings page's default map
 FRAMES = 30  # aimed-at frames over a whole fit (ml-100k's 5 epochs: 6 per epoch)
@@ -153,37 +149,3 @@ def live_basis(frame: np.ndarray, previous: np.ndarray | None, k: int = 2) -> np
         signs = np.sign(np.sum(basis * previous, axis=1))
         basis = basis * np.where(signs == 0, 1.0, signs)[:, None]
     return basis
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """A model's map through training: every frame on the final model's PCA axes."""
-
-    movies: pd.DataFrame  # index: item index; title, year, genres, mean_rating, n_ratings (snapshot order)
-    xy: np.ndarray  # (S, N, k) coordinates per frame
-    epochs: np.ndarray  # (S,) epochs done at each frame (fractional; 0 = the initial weights)
-    valid_loss: tuple[float | None, ...]  # (S,) the validation MSE where the frame ends an epoch
-    explained: np.ndarray  # (k,) the final PCA's share of the variance per axis
-
-
-def trajectory(trained: Trained, k: int = 2) -> Trajectory:
-    """The stored snapshots of a trained model projected on the final model's PCA of the same movies
-    (analysis.pca_items: the Embeddings page's map, so the last frame is that map)."""
-    from collab_core.analysis import pca_items
-
-    snapshots = trained.snapshots
-    if snapshots is None or len(snapshots) == 0:
-        raise ConfigError(f"model {trained.key} was stored without snapshots of its training")
-    items = snapshots.items.numpy()
-    final = pca_items(trained, n_items=len(items), k=k)
-    if not np.array_equal(final.coords.index.to_numpy(), items):
-        raise ConfigError("the snapshots' movies are not the map's most-rated movies of this data")
-    xy = project(snapshots.frames.numpy(), final.components)
-    epochs = snapshots.epochs.numpy()
-    history = trained.record.history.valid_loss
-    valid = tuple(
-        history[int(e) - 1] if e >= 1 and float(e).is_integer() and int(e) <= len(history) else None
-        for e in epochs
-    )
-    movies = final.coords.drop(columns=[f"pc{j + 1}" for j in range(k)])
-    return Trajectory(movies, xy, epochs, valid, final.explained_variance_ratio)

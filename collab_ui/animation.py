@@ -10,7 +10,7 @@ import streamlit as st
 
 from collab_core.errors import CollabError
 from collab_core.learner import Trained
-from collab_core.snapshots import Trajectory, trajectory
+from collab_core.trajectory import Trajectory, trajectory
 from collab_ui.cache import BY_KEY
 from collab_ui.charts import styled
 from collab_ui.draw import error

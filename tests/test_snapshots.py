@@ -20,10 +20,11 @@ from collab_core.config import TrainConfig
 from collab_core.encoding import encode
 from collab_core.learner import build_model, get_or_train, prepare, rows_to_tensors
 from collab_core.nets import MODELS
-from collab_core.snapshots import PREFIX, SnapshotPlan, live_basis, plan, project, trajectory
+from collab_core.snapshots import PREFIX, SnapshotPlan, live_basis, plan, project
 from collab_core.stats import item_table
 from collab_core.store import ModelStore, StoreWarning
 from collab_core.train import SnapshotEvent, fit_one_cycle
+from collab_core.trajectory import trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
