@@ -14,7 +14,7 @@ from collab_core import export
 from collab_core.analysis import pca_extremes, tsne_seconds
 from collab_core.errors import CollabError
 from collab_core.maps import UMAP_JIT_SECONDS, UMAP_METRICS, pca_place, umap_compiled, umap_seconds
-from collab_ui import cache, charts, explain_views
+from collab_ui import animation, cache, charts, explain_views
 from collab_ui.draw import download_csv, error, table
 from collab_ui.session import require_model
 
@@ -257,6 +257,9 @@ with st.expander("Export: the vectors for TensorFlow's Embedding Projector, the 
             key=f"download_{name}", on_click="ignore", icon=":material/download:",
         )  # fmt: skip
     download_csv(export.item_metadata(trained).reset_index(), "items", "download_items", right)
+
+with st.expander("Through training: the map as it formed", icon=":material/animation:"):
+    animation.through_training(trained)
 
 explain_views.user_on_map(trained, n_items, K, x_name, y_name)
 explain_views.genre_readability(trained)

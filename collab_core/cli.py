@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="do not read or write the model store")
     p.add_argument("--distributed", action="store_true", help="one of torchrun's processes (DDP)")
     p.add_argument("--json", action="store_true", help="end with one JSON line of results")
+    p.add_argument("--snapshot-movies", type=int, metavar="N",
+                   help="keep the embeddings of the N most-rated movies a few times per epoch, for the "
+                   "map's animation (default 1000; 0: none)")  # fmt: skip
     p = sub.add_parser("lr-find", parents=[data, model], help="sweep the learning rate, suggest one")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("evaluate", parents=[data, model], help="train and score on fold files")
@@ -244,6 +247,8 @@ class EpochTable:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
+    if args.snapshot_movies is not None and args.snapshot_movies < 0:
+        raise UsageError(f"--snapshot-movies must be 0 or more, not {args.snapshot_movies}")
     store = None if args.no_save else store_from_args(args, settings)
     signature = data_signature(args, settings)
     early = choose_recipe(args, settings)  # from the size an earlier run noted: no data read, no torch
@@ -259,7 +264,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
     config = recipe.config
     from collab_core import distributed
     from collab_core.learner import get_or_train
+    from collab_core.snapshots import N_ITEMS
 
+    keep = {"snapshot_items": N_ITEMS if args.snapshot_movies is None else args.snapshot_movies}
     if len(dataset.ratings) >= BIG_DATA:
         print_memory_estimate(dataset, config)  # and refuses here if it does not fit
     if (early is None or recipe.config != early.config) and not args.distributed:
@@ -268,14 +275,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
         rank, world, device = distributed.init_from_env(args.device)
         try:
             if rank != 0:
-                get_or_train(dataset, config, None, device, reuse=False)
+                get_or_train(dataset, config, None, device, reuse=False, snapshot_items=0)
                 return None
             print(f"distributed: {world} processes on {device}")
-            trained = get_or_train(dataset, config, store, device, callback=EpochTable(), reuse=False)
+            trained = get_or_train(dataset, config, store, device, callback=EpochTable(), reuse=False, **keep)
         finally:
             distributed.leave()
     else:
-        trained = get_or_train(dataset, config, store, args.device, callback=EpochTable())
+        trained = get_or_train(dataset, config, store, args.device, callback=EpochTable(), **keep)
     if store is not None:  # only a run that ended well leaves a note in the store
         store.remember_fingerprint(signature, dataset.fingerprint)
     if trained.from_store:
@@ -316,6 +323,7 @@ def _train_json(record: StoredModel, config: TrainConfig, from_store: bool) -> d
         "fit_seconds": record.fit_seconds,
         "device": record.device,
         "config": config.to_dict(),
+        "snapshots": record.snapshots,  # frames of the movie map through training stored (--no-save: taken)
     }
 
 

@@ -22,6 +22,7 @@ from collab_core.errors import ConfigError, DataError
 from collab_core.lookup import Lookup
 from collab_core.nets import MODELS, AutoEncoder, CollabModel, create_model
 from collab_core.record import DataIdentity, History, Metrics, Split, StoredModel
+from collab_core.snapshots import N_ITEMS, Snapshots, plan
 from collab_core.store import ModelStore, StoreWarning, downsample, entry_key
 from collab_core.train import Callback, FitResult, LRFind, fit_one_cycle, lr_find, pick_device
 
@@ -42,6 +43,7 @@ class Trained:
     valid_rows: np.ndarray = field(repr=False)
     record: StoredModel = field(repr=False)  # history, metrics, fit time, device (the store's JSON)
     from_store: bool = False
+    snapshots: Snapshots | None = field(default=None, repr=False)  # the map through training, if kept
 
     @property
     def key(self) -> str:
@@ -138,15 +140,19 @@ def fit(
     device: torch.device,
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    snapshot_items: int = N_ITEMS,
 ) -> tuple[CollabModel, FitResult]:
-    """Build the configured model on `device` and fit it on prepared rows; it is left in eval mode."""
+    """Build the configured model on `device` and fit it on prepared rows; it is left in eval mode.
+
+    snapshot_items: how many of the most-rated movies the map's snapshots keep (0: none)."""
     model = build_model(config, encoded.n_users, encoded.n_items, device)
     if isinstance(model, AutoEncoder):  # their own full-batch fit (autofit.py), not the one cycle
         from collab_core.autofit import fit_autoencoder
 
         return model, fit_autoencoder(model, encoded, train_rows, valid_rows, config, callback, should_stop)
     train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
-    result = fit_one_cycle(model, train, valid, config, callback, should_stop)
+    keep = plan(encoded, snapshot_items)
+    result = fit_one_cycle(model, train, valid, config, callback, should_stop, snapshots=keep)
     model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
     return model, result
 
@@ -168,12 +174,14 @@ def get_or_train(
     reuse: bool = True,
     encoded: Encoded | None = None,
     rows: tuple[np.ndarray, np.ndarray] | None = None,
+    snapshot_items: int = N_ITEMS,
 ) -> Trained:
     """The model for (dataset, config): loaded from the store if there, else trained (and saved).
 
     reuse=False always trains (and still saves), e.g. for each rank of a distributed run.
     encoded and rows: the dataset's encoding and split made before (see `prepare`), e.g. those the
     app already holds; by default both are made here.
+    snapshot_items: the most-rated movies whose embeddings are kept through training (0: none).
     """
     encoded, train_rows, valid_rows = prepare(dataset, config, encoded, rows)
     key = entry_key(config, dataset.fingerprint)
@@ -194,11 +202,12 @@ def get_or_train(
             found = _from_store(store, key, dev, *args)
             if found is not None:
                 return found
-        model, result = fit(config, encoded, train_rows, valid_rows, dev, callback, should_stop)
+        rows = (train_rows, valid_rows)
+        model, result = fit(config, encoded, *rows, dev, callback, should_stop, snapshot_items)
         record = fitted_record(key, config, dataset, encoded, train_rows, valid_rows, result)
         if store is not None:
-            record = store.save(key, model, record)
-    return Trained(config, model, dataset, encoded, train_rows, valid_rows, record, from_store=False)
+            record = store.save(key, model, record, result.snapshots)
+    return Trained(config, model, dataset, encoded, train_rows, valid_rows, record, False, result.snapshots)
 
 
 def fitted_record(
@@ -227,6 +236,7 @@ def fitted_record(
         metrics=Metrics(**result.metrics),
         fit_seconds=result.fit_seconds,
         device=result.device,
+        snapshots=len(result.snapshots) if result.snapshots is not None else 0,
     )
 
 
@@ -277,4 +287,5 @@ def _from_store(
                       StoreWarning, stacklevel=2)  # fmt: skip
         return None
     model.eval()
-    return Trained(config, model, dataset, encoded, train_rows, valid_rows, entry.record, True)
+    rows = (train_rows, valid_rows)
+    return Trained(config, model, dataset, encoded, *rows, entry.record, True, entry.snapshots)

@@ -98,6 +98,9 @@ class Step(Protocol):
     def sync(self) -> None:
         """Bring the model's own parameters up to date (before validation)."""
 
+    def item_factors(self) -> torch.Tensor | None:
+        """The live (n_items, F) item embeddings as this step holds them, or None for a family without."""
+
 
 def pick_step(
     model: nn.Module, train: Tensors, config: TrainConfig, fused: bool = True, hyper: OneCycleHyper = HYPER
@@ -148,6 +151,13 @@ class AutogradStep:
 
     def sync(self) -> None:
         """The model's own parameters are already up to date."""
+
+    def item_factors(self) -> torch.Tensor | None:
+        """The model's own item embeddings (live); None for a family without factors()."""
+        try:
+            return self.model.factors()[1]
+        except (AttributeError, NotImplementedError):  # a family with no item embedding table
+            return None
 
 
 class ShardedStep(AutogradStep):
@@ -270,6 +280,10 @@ class FusedDotStep:
             squared, absolute = squared + float(np.dot(err, err)), absolute + float(np.abs(err).sum())
         mse = squared / len(ratings)
         return {"mse": mse, "rmse": math.sqrt(mse), "mae": absolute / len(ratings)}
+
+    def item_factors(self) -> torch.Tensor:
+        """The item rows' factors in the step's own buffer, where the current weights are (live)."""
+        return self.weights[self.n_users :, :-1]
 
     @torch.no_grad()
     def sync(self) -> None:

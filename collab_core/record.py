@@ -67,6 +67,7 @@ class StoredModel:
     checkpoint_bytes: int = 0
     saved_at: str = ""  # UTC, ISO 8601 to the second
     versions: Mapping[str, str] = field(default_factory=dict, hash=False)  # collab_core, torch, python
+    snapshots: int = 0  # frames of the movie map through training in the checkpoint (older entries: 0)
     size_bytes: int = field(default=0, compare=False)  # checkpoint + JSON on disk (ModelStore.list)
 
     @property
@@ -102,6 +103,7 @@ class StoredModel:
             checkpoint_bytes=_typed(meta, "checkpoint_bytes", int),
             saved_at=_typed(meta, "saved_at", str),
             versions=_typed(meta, "versions", dict),
+            snapshots=_typed(meta, "snapshots", int) if "snapshots" in meta else 0,
         )
 
     @classmethod

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from collab_core.snapshots import Snapshots
+
 MAX_BATCH_POINTS = 500  # per-batch loss history is downsampled to this many points
 MEMO = ".fingerprints.json"  # in the store: data source signature -> data fingerprint
 UNREADABLE = (OSError, ValueError, KeyError, TypeError)  # what a bad JSON raises (see record.py)
@@ -50,6 +52,7 @@ class Entry:
     key: str
     record: StoredModel
     state: dict[str, torch.Tensor]  # the model's state_dict
+    snapshots: Snapshots | None = None  # the movie map through training, when the checkpoint has it
 
 
 def downsample(values: list[float], n: int = MAX_BATCH_POINTS) -> list[float]:
@@ -83,8 +86,11 @@ class ModelStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def save(self, key: str, model: nn.Module, record: StoredModel) -> StoredModel:
-        """Write the checkpoint then the JSON, each atomically; refuse a non-finite model.
+    def save(
+        self, key: str, model: nn.Module, record: StoredModel, snapshots: Snapshots | None = None
+    ) -> StoredModel:
+        """Write the checkpoint (with the snapshots' tensors, if any) then the JSON, each atomically;
+        refuse a non-finite model.
 
         Call it holding lock(key): it clears what a killed writer of this key left behind.
         Returns the record as a later load will read it.
@@ -95,6 +101,8 @@ class ModelStore:
         bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise CollabError(f"the model has non-finite weights ({bad[0]}); it was not saved")
+        if snapshots is not None:  # in the same file: one hash vouches for both, one rename lands both
+            state.update(snapshots.to_state())
         self.root.mkdir(parents=True, exist_ok=True)
         ckpt, js = self._paths(key)
         # the JSON vouches for its checkpoint's hash, so it goes first and comes back last: a save
@@ -109,6 +117,7 @@ class ModelStore:
             checkpoint_sha256=digest,
             checkpoint_bytes=size,
             saved_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            snapshots=len(snapshots) if snapshots is not None else 0,
             versions={
                 "collab_core": __version__,
                 "torch": torch.__version__,
@@ -123,6 +132,8 @@ class ModelStore:
         """The entry for key, or None (with a StoreWarning if something was there but bad)."""
         import torch
 
+        from collab_core.snapshots import split_state
+
         ckpt, js = self._paths(key)
         if not js.exists() and not ckpt.exists():
             return None
@@ -136,13 +147,16 @@ class ModelStore:
             state = torch.load(ckpt, map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
                 raise ValueError("the checkpoint is not a dict of tensors")
+            state, snapshots = split_state(state)
+            if (len(snapshots) if snapshots is not None else 0) != record.snapshots:
+                raise ValueError(f"its snapshots do not match the {record.snapshots} of its metadata")
         except (*UNREADABLE, RuntimeError, EOFError) as e:
             _warn(f"model {key} in {self.root} is unusable and will be retrained: {_short(e)}")
             return None
         except Exception as e:  # noqa: BLE001 -- torch's unpickler raises many types on hostile input
             _warn(f"model {key} in {self.root} was refused ({type(e).__name__}: {_short(e)})")
             return None
-        return Entry(key, record, state)
+        return Entry(key, record, state, snapshots)
 
     def list(self) -> list[StoredModel]:
         """The record of every readable entry (newest first), each with its size in bytes."""

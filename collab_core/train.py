@@ -18,6 +18,7 @@ from torch import nn
 from collab_core.config import TrainConfig
 from collab_core.errors import ConfigError, TrainingCancelled, TrainingDiverged
 from collab_core.optim import HYPER, FusedDotStep, make_optimizer, one_cycle, pick_step, set_lr_beta1
+from collab_core.snapshots import Recorder, SnapshotPlan, Snapshots
 
 DIVERGED = 100  # a smoothed loss this many times the first batch's (or 1) means the fit diverged
 
@@ -49,6 +50,18 @@ class EpochEvent:
     holdout_loss: float | None = None  # autoencoders: MSE on the held-out training ratings (chooses)
 
 
+@dataclass(frozen=True)
+class SnapshotEvent:
+    """Sent when a frame of the map is taken: the planned movies' embeddings as they are now."""
+
+    epoch: float  # epochs done, fractional (0 = the initial weights)
+    step: int  # batches done so far, over all epochs
+    frame: torch.Tensor = field(repr=False)  # (N, F) float16 on the CPU, rows in plan.items order
+    plan: SnapshotPlan = field(repr=False)  # the movies: item indices, titles, mean ratings
+    index: int = 0  # 0-based frame number
+    total: int = 0  # frames planned for the whole fit
+
+
 @dataclass
 class FitResult:
     train_loss: list[float] = field(default_factory=list)  # per epoch, smoothed
@@ -59,9 +72,10 @@ class FitResult:
     device: str = "cpu"
     holdout_loss: list[float] = field(default_factory=list)  # autoencoders: per round, the choosing loss
     best_epoch: int | None = None  # autoencoders: the round kept (0-based)
+    snapshots: Snapshots | None = None  # the item embeddings through training, when a plan was given
 
 
-Callback = Callable[[BatchEvent | EpochEvent], None]
+Callback = Callable[[BatchEvent | EpochEvent | SnapshotEvent], None]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -108,12 +122,15 @@ def fit_one_cycle(
     should_stop: Callable[[], bool] | None = None,
     report_every: int = 50,
     fused: bool = True,
+    snapshots: SnapshotPlan | None = None,
 ) -> FitResult:
     """Train `model` (already on its device) with fastai's fit_one_cycle; report via callback.
 
     train/valid are (users, items, ratings) tensors. The dot-product models on the CPU take the
     fused step unless fused=False (same maths, far less overhead; see optim.pick_step). Raises
     TrainingCancelled when should_stop() turns true, TrainingDiverged on a non-finite loss.
+    snapshots: the movies whose embeddings are copied a few times per epoch (none for a family
+    without item factors); they only read the weights, so the results are the same without them.
     """
     device = next(model.parameters()).device
     train = tuple(t.to(device) for t in train)
@@ -126,6 +143,14 @@ def fit_one_cycle(
     pending: list = []  # losses since the last report: floats, or 0-dim tensors left on the device
     result, start = FitResult(device=str(device)), time.perf_counter()
     smooth = _SmoothLoss()
+    item_factors = step_fn.item_factors() if snapshots is not None else None  # live: read, never written
+    recorder = None if item_factors is None else Recorder(snapshots, config.epochs, n_batches, device)
+
+    def snap(step: int) -> None:
+        frame = recorder.take(step, item_factors)
+        if frame is not None and callback:
+            n = len(recorder.frames)
+            callback(SnapshotEvent(step / n_batches, step, frame, snapshots, n - 1, recorder.total))
 
     def report(step: int, epoch: int, lr: float) -> None:
         chunk = torch.stack(pending).tolist() if torch.is_tensor(pending[0]) else list(pending)
@@ -152,6 +177,8 @@ def fit_one_cycle(
     numpy_errors = np.seterr(over="ignore", invalid="ignore")
     try:
         model.train()
+        if recorder is not None:
+            snap(0)
         for epoch in range(config.epochs):
             epoch_start = time.perf_counter()
             step_fn.shuffle(torch.randperm(len(train[2]), device=device, generator=generator))
@@ -161,6 +188,9 @@ def fit_one_cycle(
                 lr, beta1 = one_cycle(step / total, config.lr)
                 # forward, backward and optimizer step
                 pending.append(step_fn(b, lr, beta1))
+                # a frame of the map, on the steps the plan names
+                if recorder is not None:
+                    snap(step + 1)
                 # report every few batches, and let the caller cancel
                 if (step + 1) % report_every == 0 or b == n_batches - 1:
                     report(step + 1, epoch, lr)
@@ -194,6 +224,7 @@ def fit_one_cycle(
         np.seterr(**numpy_errors)
         torch.set_num_threads(threads)
     result.fit_seconds = time.perf_counter() - start
+    result.snapshots = recorder.result() if recorder is not None else None
     return result
 
 

@@ -531,3 +531,25 @@ def neighbours(table: pd.DataFrame, movie: str, score: str) -> go.Figure:
     )
     label = "cosine similarity" if score == "similarity" else "Euclidean distance"
     return styled(fig, f"Nearest to {movie}", label, "", height=max(300, 28 * len(rows) + 80))
+
+
+def live_map(p: Progress) -> go.Figure:
+    """The latest frame of a running job: its own first two principal axes, signs kept from frame to
+    frame (collab_ui.jobs), WebGL, coloured by mean rating. NumPy arrays, not lists: Plotly checks
+    a list item by item (1000 points: 50-75 ms a redraw against 11-25 ms, at load 18)."""
+    fig = go.Figure()
+    if p.map_xy is not None:
+        colour = np.asarray(p.map_colour, dtype="float64")
+        fig.add_scattergl(
+            x=p.map_xy[:, 0],
+            y=p.map_xy[:, 1],
+            mode="markers",
+            text=np.asarray(p.map_labels, dtype=object),
+            customdata=colour,
+            hovertemplate="%{text}<br>mean rating %{customdata:.2f}<extra></extra>",
+            marker={"size": 5, "opacity": 0.8, "color": colour, "colorscale": "Viridis",
+                    "showscale": True, "colorbar": {"title": "mean<br>rating", "thickness": 12}},
+        )  # fmt: skip
+    where = "initial weights" if p.map_epoch == 0 else f"epoch {p.map_epoch:.3g}"
+    title = f"Movie map, {where} (frame {p.map_frame + 1}/{p.map_frames})"
+    return styled(fig, title, "PC1 of this frame", "PC2 of this frame")

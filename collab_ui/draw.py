@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from collab_core.record import StoredModel
-from collab_ui.charts import live_curves, stored_curves
+from collab_ui.charts import live_curves, live_map, stored_curves
 from collab_ui.jobs import DONE, FAILED, RUNNING, Progress, TrainingJob
 
 COLUMNS = {  # how every table of movies or users is shown, whichever page shows it
@@ -71,7 +71,10 @@ def training_panel(job: TrainingJob) -> None:
         width="stretch",
         type="primary",
     )
-    st.plotly_chart(live_curves(p), key=f"live-{p.key}", config={"displaylogo": False})
+    curve, movies = st.columns([3, 2]) if p.map_xy is not None else (st.container(), None)
+    curve.plotly_chart(live_curves(p), key=f"live-{p.key}", config={"displaylogo": False})
+    if movies is not None:  # the map of the latest snapshot of the embeddings, beside the curve
+        movies.plotly_chart(live_map(p), key=f"live-map-{p.key}", config={"displaylogo": False})
     epoch_table(list(p.epochs))
 
 

@@ -60,13 +60,13 @@ def hooked(path, write):
         stop_here()
     return result
 
-def fit(model, train, valid, config, callback=None, should_stop=None):
+def fit(model, train, valid, config, callback=None, should_stop=None, **options):
     def stop_after_the_first_epoch(event):
         if callback is not None:
             callback(event)
         if point == "training" and isinstance(event, EpochEvent):
             stop_here()
-    return real_fit(model, train, valid, config, stop_after_the_first_epoch, should_stop)
+    return real_fit(model, train, valid, config, stop_after_the_first_epoch, should_stop, **options)
 
 store._atomic_write, learner.fit_one_cycle = hooked, fit
 from collab_core.cli import main
