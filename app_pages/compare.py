@@ -77,7 +77,9 @@ left, right = st.columns([2, 3])
 shown = metrics.table.rename(columns={"a": "A", "b": "B", "difference": "B − A"})
 left.dataframe(shown.style.format("{:.4f}"), key="compare_metrics")
 left.caption(f"On {metrics.note}. Lower is better for the errors, higher for precision, recall and NDCG.")
-right.plotly_chart(charts.compare_curves([records[key_a], records[key_b]]), key="compare_curves")
+curves = charts.compare_curves([records[key_a], records[key_b]])
+curves.update_layout(legend={"orientation": "h", "x": 0.0, "y": -0.2, "xanchor": "left", "yanchor": "top"})
+right.plotly_chart(curves, key="compare_curves")
 
 # ---- the aligned maps ----------------------------------------------------------------------------
 st.subheader("The movie maps, aligned")
@@ -168,7 +170,7 @@ except CollabError as e:
     st.stop()
 st.caption(
     "Over the ratings both models held out and a sample of unrated (user, movie) pairs, movies with at "
-    f"least {min_ratings} ratings. An empty rating: the user never rated the movie."
+    f"least {min_ratings} ratings. Rating None: the user never rated the movie."
 )
 st.container(key="compare_disagreements").dataframe(
     disagree,
@@ -192,6 +194,8 @@ except CollabError as e:
     st.info(" ".join(str(e).split()), icon=":material/info:")
 else:
     st.plotly_chart(
-        compare_charts.bias_against(biases, records[key_a].config.model, records[key_b].config.model),
+        compare_charts.bias_against(
+            biases, f"{records[key_a].config.model} {key_a[:6]}", f"{records[key_b].config.model} {key_b[:6]}"
+        ),
         key="compare_biases",
     )

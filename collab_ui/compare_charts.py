@@ -15,7 +15,7 @@ LABELLED = 12  # marked movies named on the map; more are only ringed
 
 def aligned_map(coords: pd.DataFrame, side: str, title: str, k: int, marked: list[int]) -> go.Figure:
     """One side ("a" or "b") of the aligned maps: every movie coloured by the neighbours it keeps,
-    the marked ones ringed (and named, the first few).
+    the marked ones ringed (and named, the first few); both sides on the same axis ranges.
 
     coords: align_maps' coords joined with the stability's `shared`; customdata[4] is each point's
     index (A's item index), so a selection maps back to movies."""
@@ -49,7 +49,7 @@ def aligned_map(coords: pd.DataFrame, side: str, title: str, k: int, marked: lis
             "colorscale": "Viridis",
             "size": size,
             "opacity": opacity,
-            "showscale": side == "b",
+            "showscale": True,  # on both maps, so that both plots are as wide
             "colorbar": {"title": f"neighbours<br>kept of {k}"},
         },
     )
@@ -77,6 +77,10 @@ def aligned_map(coords: pd.DataFrame, side: str, title: str, k: int, marked: lis
         )
     styled(fig, title, "PC1 of A", "PC2 of A", height=520)
     fig.update_layout(dragmode="lasso", showlegend=bool(len(rows)))
+    for axis, update in (("x", fig.update_xaxes), ("y", fig.update_yaxes)):
+        both = pd.concat([coords[f"a{axis}"], coords[f"b{axis}"]])
+        pad = 0.05 * float(both.max() - both.min())
+        update(range=[float(both.min()) - pad, float(both.max()) + pad])
     return fig
 
 
