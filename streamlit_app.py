@@ -19,7 +19,10 @@ def page(name: str, title: str, icon: str) -> st.Page:
 
 PAGES = {
     "Data": [page("data", "Ratings", "table_chart")],
-    "Model": [page("train", "Train", "model_training")],
+    "Model": [
+        page("train", "Train", "model_training"),
+        page("compare", "Compare", "compare_arrows"),
+    ],
     "Explore": [
         page("biases", "Biases", "balance"),
         page("embeddings", "Embeddings", "scatter_plot"),

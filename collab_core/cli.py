@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--n", type=int, default=5, help="rated movies shown as 'because you rated'")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("compare", parents=[data], help="two stored models of one dataset side by side")
+    p.add_argument("key_a", metavar="KEY_A", help="a store key, as `train --json` prints it")
+    p.add_argument("key_b", metavar="KEY_B")
+    p.add_argument("--k", type=int, default=10, help="neighbours per movie, and the ranking cut-off")
+    p.add_argument("--min-ratings", type=int, default=20, help="movies with fewer ratings are left out")
+    p.add_argument("--n", type=int, default=20, help="rows of the most-changed and disagreement lists")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("download", help="fetch ml-100k into the cache folder (verified), print where it is")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("synth", help="write a MovieLens-25M-shaped synthetic ratings folder")
@@ -454,6 +461,60 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> dict:
             "similar": _records(table)}  # fmt: skip
 
 
+def cmd_compare(args: argparse.Namespace, settings: Settings) -> dict:
+    store = store_from_args(args, settings)
+    records = [stored_key(store, key) for key in (args.key_a, args.key_b)]  # before the data is read
+    dataset = load_data(args, settings)
+    for record in records:
+        if record.data.fingerprint != dataset.fingerprint:
+            raise UsageError(f"model {record.key} was trained on {record.data.name}, not on the data given "
+                             f"({dataset.name}): pass its data with --data")  # fmt: skip
+    from collab_core.compare import compare, most_changed
+    from collab_core.learner import load_trained
+
+    a, b = (load_trained(dataset, record, store, args.device) for record in records)
+    found = compare(a, b, k=args.k, min_ratings=args.min_ratings, n=args.n)
+    result = found.to_dict(args.n)
+    if not args.json:
+        print_comparison(found, most_changed(found.stability, args.n), result["bias_correlation"])
+    return result
+
+
+def stored_key(store: ModelStore, key: str) -> StoredModel:
+    """The record of a store key (or of a unique prefix of one), else a UsageError saying why."""
+    if not key or not all(c in "0123456789abcdef" for c in key):
+        raise UsageError(f"{key!r} is not a store key (the 16 hex digits `train --json` prints as key)")
+    found = [r for r in store.list() if r.key.startswith(key)]
+    if not found:
+        raise UsageError(f"model {key} is not in the store {store.root}")
+    if len(found) > 1:
+        raise UsageError(f"model {key} is ambiguous in {store.root}: {', '.join(r.key for r in found)}")
+    return found[0]
+
+
+def print_comparison(found, changed, bias_correlation: float | None) -> None:
+    """The comparison as a readable report."""
+    a, b = found.a.record, found.b.record
+    print(f"A: {a.label}\nB: {b.label}\n")
+    print(f"metrics ({found.metrics.note}):")
+    print(found.metrics.table.to_string(float_format="{:.4f}".format))
+    s = found.stability
+    print(f"\nneighbour overlap (mean Jaccard of the {s.note}): {s.mean:.3f}")
+    print("movies by neighbours shared: " + ", ".join(f"{i}: {c}" for i, c in s.histogram.items()))
+    print(f"alignment error {found.alignment.error:.4f} (0 = same map up to a rotation, max 1.414; "
+          f"{found.alignment.note})")  # fmt: skip
+    print("\nmost changed neighbourhoods:")
+    for _, row in changed.iterrows():
+        print(f"  {row['title']} ({row['n_ratings']} ratings, Jaccard {row['jaccard']:.2f})")
+        print(f"    A: {'; '.join(row['neighbours_a'][:5])}\n    B: {'; '.join(row['neighbours_b'][:5])}")
+    print("\nbiggest disagreements:")
+    print(found.disagreements.to_string(index=False, float_format="{:.2f}".format))
+    if found.biases is not None:
+        n = len(found.biases)
+        print(f"\nmovie biases: correlation of A and B {bias_correlation:.3f} over {n:,} movies")
+    print(f"\ncompared in {found.seconds:.2f} s")
+
+
 def cmd_download(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.download import download_ml100k
 
@@ -520,6 +581,7 @@ COMMANDS = {
     "similar": cmd_similar,
     "explain": cmd_explain,
     "download": cmd_download,
+    "compare": cmd_compare,
     "synth": cmd_synth,
     "export": cmd_export,
 }

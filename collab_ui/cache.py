@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from collab_core import analysis, browse, certainty, explain, foldin, maps, ranking, recipes, whatif
+from collab_core import compare as comparison
 from collab_core.browse import RatingFilter
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_dataset, load_path
@@ -383,3 +384,31 @@ def in_genre(trained: Trained, genre: str) -> pd.Series:
 @st.cache_data(max_entries=4, show_spinner=False, hash_funcs=BY_KEY)
 def genres_of(trained: Trained) -> list[str]:
     return maps.genres_of(trained)
+
+
+# ---- comparing two models (issue 13) -------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring both models on the same ratings…", hash_funcs=BY_KEY)
+def compare_metrics(a: Trained, b: Trained, k: int) -> comparison.MetricsPair:
+    return comparison.side_by_side_metrics(a, b, k=k)
+
+
+@st.cache_data(max_entries=8, show_spinner="Aligning the maps…", hash_funcs=BY_KEY)
+def align_maps(a: Trained, b: Trained, min_ratings: int) -> comparison.Alignment:
+    return comparison.align_maps(a, b, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=8, show_spinner="Finding every movie's neighbours in both…", hash_funcs=BY_KEY)
+def neighbour_stability(a: Trained, b: Trained, k: int, min_ratings: int) -> comparison.Stability:
+    return comparison.neighbour_stability(a, b, k=k, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=8, show_spinner="Looking for disagreements…", hash_funcs=BY_KEY)
+def disagreements(a: Trained, b: Trained, n: int, min_ratings: int) -> pd.DataFrame:
+    return comparison.disagreements(a, b, n=n, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
+def bias_pairs(a: Trained, b: Trained) -> pd.DataFrame:
+    return comparison.bias_pairs(a, b)
