@@ -20,7 +20,7 @@ from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, split
 from collab_core.errors import ConfigError, DataError
 from collab_core.lookup import Lookup
-from collab_core.nets import CollabModel, create_model
+from collab_core.nets import MODELS, CollabModel, create_model
 from collab_core.record import DataIdentity, History, Metrics, Split, StoredModel
 from collab_core.store import ModelStore, StoreWarning, downsample, entry_key
 from collab_core.train import Callback, FitResult, LRFind, fit_one_cycle, lr_find, pick_device
@@ -124,10 +124,19 @@ def prepare(
     return encoded, train_rows, valid_rows
 
 
-def build_model(config: TrainConfig, n_users: int, n_items: int, device: torch.device) -> CollabModel:
-    """Seeded construction of the configured model on `device`."""
+def build_model(
+    config: TrainConfig, n_users: int, n_items: int, device: torch.device, inputs: dict | None = None
+) -> CollabModel:
+    """Seeded construction of the configured model on `device`; inputs: see `model_inputs`."""
     torch.manual_seed(config.seed)
-    return create_model(config.model, n_users, n_items, config.n_factors, config.y_range).to(device)
+    model = create_model(config.model, n_users, n_items, config.n_factors, config.y_range, **(inputs or {}))
+    return model.to(device)
+
+
+def model_inputs(config: TrainConfig, dataset: Dataset, encoded: Encoded) -> dict:
+    """What the configured family reads from the data besides its sizes (side_nn: the side features,
+    dot_bias_ce: the rating levels; the chapter's models: nothing)."""
+    return MODELS[config.model].data_inputs(dataset, encoded)
 
 
 def fit(
@@ -138,9 +147,10 @@ def fit(
     device: torch.device,
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    inputs: dict | None = None,
 ) -> tuple[CollabModel, FitResult]:
     """Build the configured model on `device` and fit it on prepared rows; it is left in eval mode."""
-    model = build_model(config, encoded.n_users, encoded.n_items, device)
+    model = build_model(config, encoded.n_users, encoded.n_items, device, inputs)
     train, valid = rows_to_tensors(encoded, train_rows), rows_to_tensors(encoded, valid_rows)
     result = fit_one_cycle(model, train, valid, config, callback, should_stop)
     model.eval()  # as a loaded model is: analysis must never run BatchNorm in training mode
@@ -150,7 +160,8 @@ def fit(
 def find_lr(dataset: Dataset, config: TrainConfig, device: str = "auto") -> LRFind:
     """fastai's lr finder on a fresh model of the config, over the config's training rows."""
     encoded, train_rows, _ = prepare(dataset, config)
-    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(device))
+    inputs = model_inputs(config, dataset, encoded)
+    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(device), inputs)
     return lr_find(model, rows_to_tensors(encoded, train_rows), bs=config.bs, wd=config.wd, seed=config.seed)
 
 
@@ -182,7 +193,8 @@ def get_or_train(
             found = _from_store(store, key, dev, *args)
             if found is not None:
                 return found
-        model, result = fit(config, encoded, train_rows, valid_rows, dev, callback, should_stop)
+        inputs = model_inputs(config, dataset, encoded)
+        model, result = fit(config, encoded, train_rows, valid_rows, dev, callback, should_stop, inputs)
         record = fitted_record(key, config, dataset, encoded, train_rows, valid_rows, result)
         if store is not None:
             record = store.save(key, model, record)
@@ -211,6 +223,7 @@ def fitted_record(
             valid_loss=tuple(result.valid_loss),
             batch_loss=tuple(downsample(result.batch_loss)),
             n_batches=len(result.batch_loss),
+            valid_log_loss=tuple(result.valid_log_loss),
         ),
         metrics=Metrics(**result.metrics),
         fit_seconds=result.fit_seconds,
@@ -256,10 +269,11 @@ def _from_store(
         warnings.warn(f"model {key} in the store was trained on other data ({entry.record.data.name}) "
                       "or with another config and will be retrained", StoreWarning, stacklevel=2)  # fmt: skip
         return None
-    model = build_model(config, encoded.n_users, encoded.n_items, device)
-    try:
+    try:  # built from the checkpoint's own tensors (side features, rating levels): it needs no more
+        inputs = MODELS[config.model].state_inputs(entry.state)
+        model = build_model(config, encoded.n_users, encoded.n_items, device, inputs)
         model.load_state_dict(entry.state)
-    except RuntimeError as e:
+    except (RuntimeError, KeyError, ConfigError, UnicodeDecodeError) as e:
         message = " ".join(str(e).split())[:200]
         warnings.warn(f"model {key} does not fit this data and will be retrained: {message}",
                       StoreWarning, stacklevel=2)  # fmt: skip
