@@ -122,7 +122,8 @@ class FeatureSpec:
     def user_row(self, age: float | None = None, gender: str | None = None,
                  occupation: str | None = None) -> np.ndarray:  # fmt: skip
         """(user_width,) one new user's features."""
-        return self.encode_users(pd.DataFrame({"age": [age], "gender": [gender], "occupation": [occupation]}))[0]
+        frame = pd.DataFrame({"age": [age], "gender": [gender], "occupation": [occupation]})
+        return self.encode_users(frame)[0]
 
     def item_row(self, genres: Sequence[str] | str = (), year: float | None = None) -> np.ndarray:
         """(item_width,) one new movie's features (genres as a list or "A|B")."""
@@ -222,4 +223,3 @@ def _split(text: str) -> list[str]:
 
 def _stack(parts: list[np.ndarray], n: int) -> np.ndarray:
     return np.hstack(parts).astype(np.float32) if parts else np.zeros((n, 0), dtype=np.float32)
-

@@ -396,8 +396,9 @@ class DotBiasCE(DotModel):
     def data_inputs(cls, dataset, encoded) -> dict:
         levels = dataset.rating_scale.levels
         if len(levels) < 2:
-            raise ConfigError(f"dot_bias_ce predicts rating levels, but {dataset.name} has "
-                              f"{'more than 21' if not levels else 'one'} distinct rating values")  # fmt: skip
+            many = "more than 21" if not levels else "one"
+            raise ConfigError(f"dot_bias_ce predicts rating levels, but {dataset.name} has {many} "
+                              "distinct rating values")  # fmt: skip
         return {"levels": torch.tensor(levels, dtype=torch.float32)}
 
     @classmethod

@@ -53,7 +53,7 @@ class FitResult:
     train_loss: list[float] = field(default_factory=list)  # per epoch, smoothed
     valid_loss: list[float] = field(default_factory=list)  # per epoch, MSE
     batch_loss: list[float] = field(default_factory=list)  # per batch, raw
-    metrics: dict[str, float] = field(default_factory=dict)  # final valid mse, rmse, mae[, accuracy, log_loss]
+    metrics: dict[str, float] = field(default_factory=dict)  # mse, rmse, mae[, accuracy, log_loss]
     valid_log_loss: list[float] = field(default_factory=list)  # per epoch, for the cross-entropy models
     fit_seconds: float = 0.0
     device: str = "cpu"
