@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from collab_core.config import FIELDS, TrainConfig, entry_key
+from collab_core.config import FAMILY_DEFAULTS, FIELDS, TrainConfig, entry_key
 from collab_core.errors import CollabError
 from collab_core.recipes import estimate, format_seconds
 from collab_ui import cache, charts
@@ -23,6 +23,15 @@ def apply_recipe() -> None:
     for name in FORM:
         st.session_state[f"cfg_{name}"] = getattr(config, name)
     st.session_state["cfg_y_low"], st.session_state["cfg_y_high"] = config.y_range
+
+
+def apply_family() -> None:
+    """A model picked: the fields its family sets (config.FAMILY_DEFAULTS) take the family's values,
+    or the recipe's where it sets none; the other fields stay as the form has them."""
+    config = ctx.recipes[st.session_state["cfg_recipe"]].config
+    family = FAMILY_DEFAULTS.get(st.session_state["cfg_model"], {})
+    for name in sorted({n for defaults in FAMILY_DEFAULTS.values() for n in defaults}):
+        st.session_state[f"cfg_{name}"] = family.get(name, getattr(config, name))
 
 
 def use_lr(lr: float) -> None:
@@ -64,7 +73,9 @@ with st.container(border=True):
     )
     device = where.selectbox("Device", devices(), index=devices().index(ctx.device), key="cfg_device")
     row = st.columns(4)
-    model = row[0].selectbox("Model", FIELDS["model"].choices, key="cfg_model", **keep)
+    model = row[0].selectbox(
+        "Model", FIELDS["model"].choices, key="cfg_model", on_change=apply_family, **keep
+    )
     n_factors = row[1].number_input("Factors", key="cfg_n_factors", **bounds("n_factors"), **keep)
     epochs = row[2].number_input("Epochs", key="cfg_epochs", **bounds("epochs"), **keep)
     bs = row[3].number_input("Batch size", step=32, key="cfg_bs", **bounds("bs"), **keep)

@@ -65,6 +65,10 @@ class CollabModel(nn.Module):
         """The output link from the raw score: sigmoid_range into y_range, or the identity without one."""
         return x if self.y_range is None else sigmoid_range(x, *self.y_range)
 
+    def link_text(self) -> str:
+        """The link as people read it (explain's last step)."""
+        return "identity" if self.y_range is None else "sigmoid_range({:g}, {:g})".format(*self.y_range)
+
     def training_loss(self, output: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
         """What the optimizer minimises, from forward's output in train mode: the MSE (fastai's)."""
         return nn.functional.mse_loss(output, ratings)
@@ -102,6 +106,11 @@ class NNModel(CollabModel):
     """
 
     layers: nn.Sequential
+
+    def groups(self) -> dict[str, slice]:
+        """Which coordinates of a [user; movie] row are whose: explain sums its attributions so."""
+        width = _weight(self.user_factors).shape[1]
+        return {"the user": slice(0, width), "the movie": slice(width, None)}
 
     def raw(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """f([u; m]), the score before the link, from embedding rows (B, Fu) and (B, Fi)."""
@@ -274,6 +283,17 @@ class SideNN(NNModel):
         self.layers = tabular_mlp(width + item_x.shape[1], layers)
         self.y_range, self.cold_p = y_range, cold_p
 
+    def groups(self) -> dict[str, slice]:
+        fu, du, fi = self.user_factors.embedding_dim, self.user_x.shape[1], self.item_factors.embedding_dim
+        ends = np.cumsum([0, fu, du, fi, self.item_x.shape[1]])
+        names = (
+            "the user's embedding",
+            "the user's features",
+            "the movie's embedding",
+            "the movie's features",
+        )
+        return {name: slice(a, b) for name, a, b in zip(names, ends[:-1], ends[1:]) if b > a}  # data's own
+
     @property
     def spec(self) -> str:
         """The feature vocabularies and scalings, as features.FeatureSpec's JSON."""
@@ -353,6 +373,11 @@ class DotBiasCE(DotModel):
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         z = self.logits(self.score(users, items))  # (B, L)
         return z if self.training else torch.softmax(z, dim=-1) @ self.levels
+
+    def link_text(self) -> str:
+        levels = self.levels.tolist()
+        span = f"{levels[0]:g}..{levels[-1]:g}"
+        return f"expected rating of softmax(a·raw + c) over the {len(levels)} levels {span}"
 
     def link(self, x: torch.Tensor) -> torch.Tensor:
         """The expected rating Σ_k softmax(a x + c)_k level_k of raw scores x of any shape."""

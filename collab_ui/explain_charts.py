@@ -24,7 +24,12 @@ def waterfall(found: Breakdown) -> go.Figure:
     measures = ["relative"] * len(parts) + ["total"]
     if found.y_range is not None:
         low, high = found.y_range
-        names += [f"link: sigmoid into {low:g}–{high:g}", "predicted"]
+        name = (
+            f"link: sigmoid into {low:g}–{high:g}"
+            if found.link.startswith("sigmoid")
+            else "link: expected level"
+        )
+        names += [name, "predicted"]
         values += [found.prediction - found.raw, found.prediction]
         measures += ["relative", "total"]
     fig = go.Figure(
