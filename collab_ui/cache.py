@@ -18,7 +18,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from collab_core import analysis, browse, certainty, explain, foldin, maps, ranking, recipes, whatif
+from collab_core import (
+    analysis,
+    browse,
+    certainty,
+    coldstart,
+    explain,
+    foldin,
+    levels,
+    maps,
+    ranking,
+    recipes,
+    whatif,
+)
 from collab_core.browse import RatingFilter
 from collab_core.config import TrainConfig
 from collab_core.data import Dataset, load_dataset, load_path
@@ -329,3 +341,28 @@ def worst_predicted(trained: Trained, n: int, min_valid: int) -> pd.DataFrame:
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
 def thin_extreme_biases(trained: Trained, n: int, max_ratings: int) -> pd.DataFrame:
     return certainty.thin_extreme_biases(trained, n=n, max_ratings=max_ratings)
+
+
+# ---- side features and ratings as classes (issue 14): cold start, level distributions, calibration ----
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def cold_movie(trained: Trained, genres: tuple[str, ...], year: float | None, n: int) -> coldstart.ColdMovie:
+    return coldstart.cold_movie(trained, genres, year, n=n)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def cold_user(
+    trained: Trained, age: float | None, gender: str | None, occupation: str | None, n: int, min_ratings: int
+) -> pd.DataFrame:
+    return coldstart.cold_user(trained, age, gender, occupation, n=n, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def rating_distribution(trained: Trained, user: object, item: object) -> pd.DataFrame:
+    return levels.distribution(trained, user, item)
+
+
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
+def calibration(trained: Trained) -> levels.Calibration:
+    return levels.calibration(trained)

@@ -77,7 +77,9 @@ def test_parts_are_named_by_family(taste_model):
         assert [abs(p.value) for p in factors] == sorted((abs(p.value) for p in factors), reverse=True)
         assert names[-1] == "other 47 factors" and found.residual == pytest.approx(0, abs=1e-5)
     else:
-        assert names == ["the user", "the movie", "the network's baseline"]
+        assert names == [*taste_model.model.groups(), "the network's baseline"]  # side_nn: features apart
+        if taste_model.config.model != "side_nn":
+            assert names == ["the user", "the movie", "the network's baseline"]
         assert "integrated gradients" in found.method
 
 
