@@ -170,7 +170,7 @@ def _vocabulary(users: pd.DataFrame, col: str, where: str, notices: list[str]) -
     values = users[col].dropna()
     bad = values[~values.map(lambda v: isinstance(v, (str, int, np.integer)))]
     if len(bad):
-        raise DataError(f"users' {col} must be text or whole-number codes, not {bad.iloc[0]!r}")
+        raise DataError(f"users' {col} must be text or whole-number codes, not {_shown(bad.iloc[0])}")
     return tuple(sorted({str(v) for v in values}))
 
 
@@ -181,7 +181,7 @@ def _numbers(values: pd.Series, what: str) -> pd.Series:
     converted = pd.to_numeric(values.astype(object).where(values.notna(), None), errors="coerce")
     bad = converted.isna() & values.notna()
     if bad.any():
-        raise DataError(f"{what} must be numbers, not {values[bad].iloc[0]!r}")
+        raise DataError(f"{what} must be numbers, not {_shown(values[bad].iloc[0])}")
     return converted.astype(np.float64)
 
 
@@ -213,7 +213,7 @@ def _texts(genres: pd.Series) -> list[str]:
     values = genres.fillna("")
     bad = values[~values.map(lambda v: isinstance(v, str))]
     if len(bad):
-        raise DataError(f"movies' genres must be text like 'Action|Comedy', not {bad.iloc[0]!r}")
+        raise DataError(f"movies' genres must be text like 'Action|Comedy', not {_shown(bad.iloc[0])}")
     return values.tolist()
 
 
@@ -223,3 +223,8 @@ def _split(text: str) -> list[str]:
 
 def _stack(parts: list[np.ndarray], n: int) -> np.ndarray:
     return np.hstack(parts).astype(np.float32) if parts else np.zeros((n, 0), dtype=np.float32)
+
+
+def _shown(value: object) -> str:
+    """A value as an error message quotes it (a NumPy scalar as the number it holds)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)[:40]
