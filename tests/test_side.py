@@ -22,8 +22,7 @@ from collab_core.errors import ConfigError, DataError
 from collab_core.features import FeatureSpec
 from collab_core.learner import get_or_train, load_trained
 from collab_core.levels import calibration, distribution
-from collab_core.nets import MODELS, DotBiasCE, FeatureNotice, SideNN, create_model
-from collab_core.store import ModelStore
+from collab_core.nets import MODELS, FeatureNotice, create_model
 from collab_core.train import predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +91,8 @@ def test_side_nn_recovers_the_genre_effect_for_movies_nobody_rated(genre_model):
 
 def test_dot_bias_ce_learns_rounded_ratings_as_classes():
     data = level_dataset()
-    trained = get_or_train(data, TrainConfig(model="dot_bias_ce", n_factors=8, epochs=8, lr=2e-2, wd=0.01, bs=64),
-                           device="cpu")  # fmt: skip
+    config = TrainConfig(model="dot_bias_ce", n_factors=8, epochs=8, lr=2e-2, wd=0.01, bs=64)
+    trained = get_or_train(data, config, device="cpu")
     m = trained.record.metrics
     shares = data.ratings["rating"].value_counts(normalize=True)
     assert m.accuracy > shares.max() + 0.1, (m.accuracy, shares.max())  # beats always guessing the mode
@@ -147,7 +146,7 @@ def test_cold_start_needs_side_nn(trained_edb):
 
 def test_ce_distributions_sum_to_one_and_their_mean_is_the_prediction(ce_100k):
     model = ce_100k.model
-    users, items, ratings = ce_100k.tensors(ce_100k.valid_rows[:2000])
+    users, items, _ = ce_100k.tensors(ce_100k.valid_rows[:2000])
     probs = model.distribution(users, items)
     assert probs.shape == (2000, 5)
     assert torch.allclose(probs.sum(dim=1), torch.ones(2000), atol=1e-5)
@@ -230,7 +229,8 @@ def test_missing_feature_columns_fall_back_to_zeros_with_a_notice():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda d: (d.users.assign(age=["old"] * len(d.users)), d.items), "users' age must be numbers, not 'old'"),
+        (lambda d: (d.users.assign(age=["old"] * len(d.users)), d.items),
+         "users' age must be numbers, not 'old'"),
         (lambda d: (d.users.assign(gender=[1.5] * len(d.users)), d.items),
          "users' gender must be text or whole-number codes, not 1.5"),
         (lambda d: (d.users, d.items.assign(genres=[3] * len(d.items))),
@@ -388,8 +388,9 @@ def _browser_server(session_store, keys, tmp_path):
         port = s.getsockname()[1]
     env = {**os.environ, "COLLAB_MODELS_DIR": str(models)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"),
+         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
