@@ -412,3 +412,24 @@ def _browser_server(session_store, keys, tmp_path):
         process.wait(timeout=15)
 
     return {"url": url, "stop": stop}, browser
+
+
+def test_the_other_pages_take_both_models(
+    side_100k, ce_100k, session_store, ml100k_dir, tmp_path, monkeypatch
+):
+    from test_app import assert_clean, page
+
+    from collab_core.config import FAMILY_DEFAULTS
+
+    models = _app(session_store, [side_100k.key, ce_100k.key], tmp_path)
+    monkeypatch.setenv("COLLAB_DATA_DIR", str(ml100k_dir))
+    monkeypatch.setenv("COLLAB_MODELS_DIR", str(models))
+    for key in (side_100k.key, ce_100k.key):
+        for path in ("app_pages/biases.py", "app_pages/embeddings.py"):
+            at = page(path, model=key)
+            assert_clean(at)
+    at = page("app_pages/train.py")
+    at.selectbox(key="cfg_model").set_value("dot_bias_ce").run()
+    assert_clean(at)
+    for name, value in FAMILY_DEFAULTS["dot_bias_ce"].items():
+        assert at.session_state[f"cfg_{name}"] == value
