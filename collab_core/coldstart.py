@@ -43,10 +43,16 @@ def spec_of(trained: Trained) -> FeatureSpec:
 
 
 def cold_movie(
-    trained: Trained, genres: Sequence[str] | str = (), year: float | None = None, n: int = 10
+    trained: Trained,
+    genres: Sequence[str] | str = (),
+    year: float | None = None,
+    n: int = 10,
+    min_ratings: int = 0,
 ) -> ColdMovie:
     """Every user's predicted rating of a new movie with these genres and year, and its n nearest
-    rated movies by the model's item representation [cold embedding; features] (cosine)."""
+    movies with at least min_ratings ratings by the model's item representation [cold embedding;
+    features] (cosine). Movies with few ratings sit near the cold-start row, so without a floor the
+    nearest are the barely known."""
     spec = spec_of(trained)
     model = trained.model
     x = _row(model, spec.item_row(genres, year))
@@ -59,7 +65,9 @@ def cold_movie(
         if col in table:
             out[col] = table[col].to_numpy()
     similarity = torch.nn.functional.cosine_similarity(items[1:], item[None], dim=1).cpu().numpy()
+    similarity[trained.item_table["n_ratings"].to_numpy() < min_ratings] = -np.inf
     order = np.argsort(-similarity, kind="stable")[: check_n(n)]
+    order = order[np.isfinite(similarity[order])]
     neighbours = trained.item_table.iloc[order][["title", "mean_rating", "n_ratings", "genres", "year"]]
     neighbours.insert(1, "similarity", similarity[order])
     text = genres if isinstance(genres, str) else "|".join(genres)

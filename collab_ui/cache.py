@@ -347,8 +347,10 @@ def thin_extreme_biases(trained: Trained, n: int, max_ratings: int) -> pd.DataFr
 
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
-def cold_movie(trained: Trained, genres: tuple[str, ...], year: float | None, n: int) -> coldstart.ColdMovie:
-    return coldstart.cold_movie(trained, genres, year, n=n)
+def cold_movie(
+    trained: Trained, genres: tuple[str, ...], year: float | None, n: int, min_ratings: int
+) -> coldstart.ColdMovie:
+    return coldstart.cold_movie(trained, genres, year, n=n, min_ratings=min_ratings)
 
 
 @st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)

@@ -38,15 +38,20 @@ def cold_start(trained: Trained) -> None:
 
 def _cold_movie(trained: Trained, spec: FeatureSpec) -> None:
     st.markdown("**A movie nobody has rated**")
-    left, right = st.columns([3, 1])
+    left, middle, right = st.columns([3, 1, 1])
     genres = left.multiselect(
         "Its genres", list(spec.genres), default=list(spec.genres[:1]), key="cold_genres"
     )
     year = None
     if spec.year is not None:
-        year = right.number_input("Its year", 1900, 2030, 1995, step=1, key="cold_year")
+        year = middle.number_input("Its year", 1900, 2030, 1995, step=1, key="cold_year")
+    floor = right.number_input(
+        "Neighbours with at least … ratings", 0, 500, 20, key="cold_neighbour_min",
+        help="Movies with few ratings sit near the cold-start embedding: without a floor, they come first",
+    )  # fmt: skip
     try:
-        found = cache.cold_movie(trained, tuple(genres), None if year is None else float(year), 10)
+        year = None if year is None else float(year)
+        found = cache.cold_movie(trained, tuple(genres), year, 10, int(floor))
     except CollabError as e:
         error(e)
         return
@@ -65,8 +70,11 @@ def _cold_movie(trained: Trained, spec: FeatureSpec) -> None:
     chart.plotly_chart(fig, key="cold_movie_hist")
     with users:
         st.markdown("**The users who would like it most**")
-        columns = [c for c in DEMOGRAPHIC_COLUMNS if c in found.ratings]
-        table(found.ratings.head(10), "cold_movie_users", columns=columns)
+        top = found.ratings.head(10)[[c for c in DEMOGRAPHIC_COLUMNS if c in found.ratings]]
+        table(
+            top.rename(columns={c: c.capitalize() for c in ("age", "gender", "occupation")}),
+            "cold_movie_users",
+        )
     st.markdown("**Its nearest rated movies** (cosine in side_nn's movie representation: the cold-start "
                 "embedding beside its genres and year)")  # fmt: skip
     table(found.neighbours, "cold_movie_neighbours")
@@ -126,9 +134,7 @@ def rating_classes(trained: Trained, user: object | None, movies: list[str]) -> 
     with text:
         st.metric("Expected rating (the prediction)", f"{expected:.2f} ★")
         top = dist.loc[dist["probability"].idxmax()]
-        st.metric(
-            "Most probable level", f"{top['level']:g} ★", f"{top['probability']:.0%}", delta_color="off"
-        )
+        st.metric("Most probable level", f"{top['level']:g} ★ ({top['probability']:.0%})")
         st.caption(
             f"On the {found.n:,} validation ratings: accuracy {found.accuracy:.1%} (the most probable level "
             f"is the rating), log loss {found.log_loss:.3f}, expected calibration error {found.ece:.4f}."
@@ -149,7 +155,8 @@ def distribution_chart(dist: pd.DataFrame, expected: float, movie: str) -> go.Fi
         x=dist["level"], y=dist["probability"], text=labels, textposition="outside", marker_color="#4C78A8"
     )
     fig = go.Figure(bars)
-    fig.add_vline(x=expected, line_dash="dot", annotation_text=f"expected {expected:.2f}")
+    fig.add_vline(x=expected, line_dash="dot", annotation_text=f"expected {expected:.2f}",
+                  annotation_position="top left")  # fmt: skip
     fig.update_layout(title=movie, xaxis_title="rating", yaxis_title="probability", yaxis_range=[0, 1.05],
                       height=330, margin=dict(t=40, b=10))  # fmt: skip
     return fig
