@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from collab_core.errors import CollabError
-from collab_ui import cache, charts, explain_views
+from collab_ui import cache, charts, explain_views, side_views
 from collab_ui.draw import download_csv, error, table
 from collab_ui.session import require_model
 
@@ -51,7 +51,8 @@ def describe(user: object, index: int) -> str:
     )
 
 
-def for_a_user() -> None:
+def for_a_user() -> object | None:
+    """The user's picks, history and explanations; the user picked (None if they cannot be shown)."""
     st.subheader("For a user")
     left, middle, right = st.columns([3, 1, 1])
     user = pick_user(left)
@@ -63,7 +64,7 @@ def for_a_user() -> None:
         history = cache.user_history(trained, user)
     except CollabError as e:
         error(e)
-        return
+        return None
     recs_col, history_col = st.columns(2)
     with recs_col:
         st.markdown(f"**Top {len(recs)} unseen movies for user {user}**")
@@ -75,9 +76,10 @@ def for_a_user() -> None:
         table(history, "history")
     explain_views.explain_user(trained, user, recs, history)
     explain_views.what_if(trained, user, n, int(min_ratings))
+    return user
 
 
-for_a_user()
+chosen_user = for_a_user()
 
 st.subheader("Similar movies")
 # the most-rated titles to pick from (59k options cost the browser two seconds a run); a picker takes
@@ -136,3 +138,6 @@ st.markdown(
 )
 table(picks, "new_user_recs")
 explain_views.explain_new_user(trained, ratings, picks)
+
+side_views.cold_start(trained)
+side_views.rating_classes(trained, chosen_user, by_popularity)

@@ -1,7 +1,5 @@
 """Train: the configuration, the lr finder, live training with Stop, and stored models compared."""
 
-import dataclasses
-
 import pandas as pd
 import streamlit as st
 
@@ -28,13 +26,12 @@ def apply_recipe() -> None:
 
 
 def apply_family() -> None:
-    """A newly picked model fills the form with its family's defaults over the chosen recipe (the
-    autoencoders fit with L-BFGS: their lr, width and rounds are not the chapter's)."""
-    model = st.session_state["cfg_model"]
-    base = ctx.recipes[st.session_state["cfg_recipe"]].config
-    config = dataclasses.replace(base, model=model, **FAMILY_DEFAULTS.get(model, {}))
-    for name in FORM:
-        st.session_state[f"cfg_{name}"] = getattr(config, name)
+    """A model picked: the fields its family sets (config.FAMILY_DEFAULTS) take the family's values,
+    or the recipe's where it sets none; the other fields stay as the form has them."""
+    config = ctx.recipes[st.session_state["cfg_recipe"]].config
+    family = FAMILY_DEFAULTS.get(st.session_state["cfg_model"], {})
+    for name in sorted({n for defaults in FAMILY_DEFAULTS.values() for n in defaults}):
+        st.session_state[f"cfg_{name}"] = family.get(name, getattr(config, name))
 
 
 def use_lr(lr: float) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from collab_core import recipes
-from collab_core.config import FIELDS, FOLDS, PRESETS, TrainConfig
+from collab_core.config import FAMILY_DEFAULTS, FIELDS, FOLDS, PRESETS, TrainConfig
 from collab_core.errors import CollabError
 from collab_core.recipes import Recipe
 from collab_core.record import StoredModel
@@ -146,8 +146,11 @@ CONFIG_FIELDS = tuple(FIELDS)
 
 
 def given_fields(args: argparse.Namespace, split: str | None = None) -> dict:
-    """The config fields set by flags (they override whichever recipe is chosen)."""
+    """The config fields set by flags (they override whichever recipe is chosen), and the model
+    family's defaults (config.FAMILY_DEFAULTS) for fields no flag set, unless a preset was named."""
     given = {name: getattr(args, name) for name in CONFIG_FIELDS if getattr(args, name) is not None}
+    if getattr(args, "preset", None) in (None, "auto"):
+        given = {**FAMILY_DEFAULTS.get(given.get("model"), {}), **given}
     if "y_range" in given:
         given["y_range"] = tuple(given["y_range"])
     if split is not None:
@@ -435,9 +438,7 @@ def cmd_explain(args: argparse.Namespace, settings: Settings) -> dict:
     trained = _trained(args, settings)
     found = breakdown(trained, args.user, args.movie, top=args.top)
     because = because_you_rated(trained, args.user, args.movie, n=args.n)
-    link = "identity" if found.y_range is None else "sigmoid_range({:g}, {:g})".format(*found.y_range)
-    if found.link == "clip":  # an autoencoder's linear output, clipped
-        link = "clip({:g}, {:g})".format(*found.y_range)
+    link = found.link
     print(f"user {found.user}, {found.title}: predicted {found.prediction:.3f}")
     for part in found.parts:
         print(f"  {part.name:<24}{part.value:+.4f}")

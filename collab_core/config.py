@@ -24,6 +24,8 @@ MODEL_KEYS = (
     "embedding_nn",
     "autorec",
     "glocal_k",
+    "side_nn",  # embedding_nn with user and movie side features (features.py)
+    "dot_bias_ce",  # ratings as classes: cross-entropy over the rating levels
 )
 FOLDS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")  # ml-100k's canonical splits: u1.base/u1.test, ...
 SPLITS = ("random", "temporal", *FOLDS)
@@ -161,3 +163,11 @@ def entry_key(config: TrainConfig, fingerprint: str) -> str:
     """A stable hash of the config and the data it was trained on."""
     blob = json.dumps({"format": FORMAT, "config": config.to_dict(), "data": fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Per-family defaults: model key -> TrainConfig fields that replace the chapter's recipe for that
+# family wherever the user did not set them (the command line's flags, the Train page's form).
+FAMILY_DEFAULTS: dict[str, dict] = {
+    "side_nn": {"epochs": 5, "lr": 5e-3, "wd": 0.1},  # embedding_nn's recipe: the features are the difference
+    "dot_bias_ce": {"epochs": 3, "lr": 5e-3, "wd": 0.1},  # cross-entropy overfits sooner: by epoch 4 on u1
+}

@@ -53,7 +53,7 @@ class Breakdown:
     y_range: tuple[float, float] | None  # the link's output range (None: the identity)
     method: str  # how the parts were found
     residual: float  # raw - Σ parts: float rounding for dot models, the integral's error for NN ones
-    link: str = "sigmoid"  # how raw becomes the rating within y_range: "sigmoid", or "clip" (autoencoders)
+    link: str = ""  # the link from raw to prediction, as people read it (nets.CollabModel.link_text)
 
     @property
     def position(self) -> float | None:
@@ -102,8 +102,7 @@ def _breakdown(trained: Trained, vector: UserVector, i: int, top: int, tol: floa
     with torch.no_grad():
         prediction = float(model.link(torch.tensor([raw], dtype=torch.float32))[0])
     residual = raw - sum(p.value for p in parts)
-    link = "clip" if isinstance(model, AutoEncoder) else "sigmoid"
-    return Breakdown(user, i, title, parts, raw, prediction, y_range, method, residual, link)
+    return Breakdown(user, i, title, parts, raw, prediction, y_range, method, residual, model.link_text())
 
 
 @torch.no_grad()
@@ -157,6 +156,7 @@ def _nn_parts(model: NNModel, vector: UserVector, i: int, tol: float) -> tuple[t
     x = torch.cat([vector.factors, items[i]]).double().cpu()  # (Fu + Fi,)
     x0 = torch.cat([users[1:].mean(dim=0), items[1:].mean(dim=0)]).double().cpu()  # row 0 is #na#
     width = users.shape[1]
+    groups = model.groups()
     layers_were_training = model.training
     model.eval()  # BatchNorm with its running statistics, as predictions use it
     try:
@@ -166,17 +166,13 @@ def _nn_parts(model: NNModel, vector: UserVector, i: int, tol: float) -> tuple[t
         steps = START_STEPS
         while True:
             attribution = (x - x0) * _mean_gradient(model, x0, x, steps, width)  # (Fu + Fi,)
-            user_part, movie_part = float(attribution[:width].sum()), float(attribution[width:].sum())
-            if abs(raw - baseline - user_part - movie_part) <= tol or steps >= MAX_STEPS:
+            shares = {name: float(attribution[where].sum()) for name, where in groups.items()}
+            if abs(raw - baseline - sum(shares.values())) <= tol or steps >= MAX_STEPS:
                 break
             steps *= 2
     finally:
         model.train(layers_were_training)
-    parts = (
-        Part("the user", user_part),
-        Part("the movie", movie_part),
-        Part("the network's baseline", baseline),
-    )
+    parts = (*(Part(name, share) for name, share in shares.items()), Part("the network's baseline", baseline))
     method = (f"integrated gradients from the average user and movie embeddings, {steps} steps: the user's "
               "and the movie's coordinates' shares of f(x) - f(baseline), plus f(baseline)")  # fmt: skip
     return parts, raw, method

@@ -159,7 +159,10 @@ def _map_estimate(
     """The closed-form user vector [and bias] of the module docstring."""
     _, item_w = model.factors()
     x = item_w[items].double()  # (k, F)
-    target = _inverse_link(values, model.y_range).double()  # (k,)
+    if hasattr(model, "inverse_link"):  # a link other than sigmoid_range (dot_bias_ce's expected level)
+        target = model.inverse_link(values).double()
+    else:
+        target = _inverse_link(values, model.y_range).double()  # (k,)
     biases = model.biases()
     if biases is not None:
         x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)  # (k, F + 1)

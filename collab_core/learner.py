@@ -126,10 +126,19 @@ def prepare(
     return encoded, train_rows, valid_rows
 
 
-def build_model(config: TrainConfig, n_users: int, n_items: int, device: torch.device) -> CollabModel:
-    """Seeded construction of the configured model on `device`."""
+def build_model(
+    config: TrainConfig, n_users: int, n_items: int, device: torch.device, inputs: dict | None = None
+) -> CollabModel:
+    """Seeded construction of the configured model on `device`; inputs: see `model_inputs`."""
     torch.manual_seed(config.seed)
-    return create_model(config.model, n_users, n_items, config.n_factors, config.y_range).to(device)
+    model = create_model(config.model, n_users, n_items, config.n_factors, config.y_range, **(inputs or {}))
+    return model.to(device)
+
+
+def model_inputs(config: TrainConfig, dataset: Dataset, encoded: Encoded) -> dict:
+    """What the configured family reads from the data besides its sizes (side_nn: the side features,
+    dot_bias_ce: the rating levels; the chapter's models: nothing)."""
+    return MODELS[config.model].data_inputs(dataset, encoded)
 
 
 def fit(
@@ -141,11 +150,13 @@ def fit(
     callback: Callback | None = None,
     should_stop: Callable[[], bool] | None = None,
     snapshot_items: int = N_ITEMS,
+    inputs: dict | None = None,
 ) -> tuple[CollabModel, FitResult]:
     """Build the configured model on `device` and fit it on prepared rows; it is left in eval mode.
 
-    snapshot_items: how many of the most-rated movies the map's snapshots keep (0: none)."""
-    model = build_model(config, encoded.n_users, encoded.n_items, device)
+    snapshot_items: how many of the most-rated movies the map's snapshots keep (0: none);
+    inputs: what the family reads from the data (see `model_inputs`)."""
+    model = build_model(config, encoded.n_users, encoded.n_items, device, inputs)
     if isinstance(model, AutoEncoder):  # their own full-batch fit (autofit.py), not the one cycle
         from collab_core.autofit import fit_autoencoder
 
@@ -160,7 +171,8 @@ def fit(
 def find_lr(dataset: Dataset, config: TrainConfig, device: str = "auto") -> LRFind:
     """fastai's lr finder on a fresh model of the config, over the config's training rows."""
     encoded, train_rows, _ = prepare(dataset, config)
-    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(device))
+    inputs = model_inputs(config, dataset, encoded)
+    model = build_model(config, encoded.n_users, encoded.n_items, pick_device(device), inputs)
     return lr_find(model, rows_to_tensors(encoded, train_rows), bs=config.bs, wd=config.wd, seed=config.seed)
 
 
@@ -202,8 +214,10 @@ def get_or_train(
             found = _from_store(store, key, dev, *args)
             if found is not None:
                 return found
-        rows = (train_rows, valid_rows)
-        model, result = fit(config, encoded, *rows, dev, callback, should_stop, snapshot_items)
+        inputs = model_inputs(config, dataset, encoded)
+        model, result = fit(
+            config, encoded, train_rows, valid_rows, dev, callback, should_stop, snapshot_items, inputs
+        )
         record = fitted_record(key, config, dataset, encoded, train_rows, valid_rows, result)
         if store is not None:
             record = store.save(key, model, record, result.snapshots)
@@ -232,6 +246,7 @@ def fitted_record(
             valid_loss=tuple(result.valid_loss),
             batch_loss=tuple(downsample(result.batch_loss)),
             n_batches=len(result.batch_loss),
+            valid_log_loss=tuple(result.valid_log_loss),
         ),
         metrics=Metrics(**result.metrics),
         fit_seconds=result.fit_seconds,
@@ -278,10 +293,11 @@ def _from_store(
         warnings.warn(f"model {key} in the store was trained on other data ({entry.record.data.name}) "
                       "or with another config and will be retrained", StoreWarning, stacklevel=2)  # fmt: skip
         return None
-    model = build_model(config, encoded.n_users, encoded.n_items, device)
-    try:
+    try:  # built from the checkpoint's own tensors (side features, rating levels): it needs no more
+        inputs = MODELS[config.model].state_inputs(entry.state)
+        model = build_model(config, encoded.n_users, encoded.n_items, device, inputs)
         model.load_state_dict(entry.state)
-    except RuntimeError as e:
+    except (RuntimeError, KeyError, ConfigError, UnicodeDecodeError) as e:
         message = " ".join(str(e).split())[:200]
         warnings.warn(f"model {key} does not fit this data and will be retrained: {message}",
                       StoreWarning, stacklevel=2)  # fmt: skip

@@ -34,7 +34,7 @@ def n_parameters(model: str, n_users: int, n_items: int, n_factors: int) -> int:
     from collab_core.nets import MODELS, DotModel, create_model
 
     cls = MODELS.get(model)
-    if cls is not None and issubclass(cls, DotModel):
+    if cls is not None and issubclass(cls, DotModel) and cls.fusable:  # (dot_bias_ce has level weights too)
         return (n_users + n_items) * (n_factors + int(cls.has_bias))
     with torch.device("meta"):
         return sum(p.numel() for p in create_model(model, n_users, n_items, n_factors).parameters())

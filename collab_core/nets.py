@@ -6,7 +6,9 @@ Shapes: B = batch size, F = number of factors.
 from __future__ import annotations
 
 import itertools
+import warnings
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -64,6 +66,28 @@ class CollabModel(nn.Module):
         """The output link from the raw score: sigmoid_range into y_range, or the identity without one."""
         return x if self.y_range is None else sigmoid_range(x, *self.y_range)
 
+    def link_text(self) -> str:
+        """The link as people read it (explain's last step)."""
+        return "identity" if self.y_range is None else "sigmoid_range({:g}, {:g})".format(*self.y_range)
+
+    def training_loss(self, output: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        """What the optimizer minimises, from forward's output in train mode: the MSE (fastai's)."""
+        return nn.functional.mse_loss(output, ratings)
+
+    def extra_metrics(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor) -> dict:
+        """Validation metrics beside MSE, RMSE and MAE (none for the chapter's models)."""
+        return {}
+
+    @classmethod
+    def data_inputs(cls, dataset, encoded) -> dict:
+        """Constructor arguments read from the data besides its sizes (none for the chapter's models)."""
+        return {}
+
+    @classmethod
+    def state_inputs(cls, state: dict[str, torch.Tensor]) -> dict:
+        """The same arguments rebuilt from a checkpoint's tensors, so it loads without the data."""
+        return {}
+
 
 def _weight(layer: nn.Embedding | nn.Parameter) -> nn.Parameter:
     """An embedding layer's weight, or the raw parameter that stands for one."""
@@ -73,6 +97,8 @@ def _weight(layer: nn.Embedding | nn.Parameter) -> nn.Parameter:
 class DotModel(CollabModel):
     """The dot-product family: r̂ = link(u·m [+ b_u + b_m]), so its matrices give every score."""
 
+    fusable: bool = True  # trained by optim.FusedDotStep on the CPU (hand-written MSE gradients)
+
 
 class NNModel(CollabModel):
     """The neural family: r̂ = σ_range(f([u; m])), an MLP `layers` over the concatenated embeddings.
@@ -81,6 +107,11 @@ class NNModel(CollabModel):
     """
 
     layers: nn.Sequential
+
+    def groups(self) -> dict[str, slice]:
+        """Which coordinates of a [user; movie] row are whose: explain sums its attributions so."""
+        width = _weight(self.user_factors).shape[1]
+        return {"the user": slice(0, width), "the movie": slice(width, None)}
 
     def raw(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> torch.Tensor:
         """f([u; m]), the score before the link, from embedding rows (B, Fu) and (B, Fi)."""
@@ -203,11 +234,7 @@ class EmbeddingNN(NNModel):
         super().__init__()
         self.user_factors = trunc_normal_embedding(n_users, get_emb_sz(n_users))
         self.item_factors = trunc_normal_embedding(n_items, get_emb_sz(n_items))
-        sizes = [self.user_factors.embedding_dim + self.item_factors.embedding_dim, *layers]
-        blocks: list[nn.Module] = []
-        for n_in, n_out in itertools.pairwise(sizes):
-            blocks += [nn.Linear(n_in, n_out, bias=False), nn.ReLU(), _batch_norm(n_out)]
-        self.layers = nn.Sequential(*blocks, nn.Linear(sizes[-1], 1))
+        self.layers = tabular_mlp(self.user_factors.embedding_dim + self.item_factors.embedding_dim, layers)
         self.y_range = y_range
 
 
@@ -258,6 +285,9 @@ class AutoEncoder(CollabModel):
 
     def link(self, x: torch.Tensor) -> torch.Tensor:
         return self.clamp(x)
+
+    def link_text(self) -> str:
+        return "clip({:g}, {:g})".format(*self.y_range)
 
     @property
     def y_range(self) -> YRange:
@@ -359,6 +389,200 @@ class GlocalK(AutoEncoder):
         return self.layer1, self.layer2, self.output
 
 
+def tabular_mlp(width: int, layers: tuple[int, ...]) -> nn.Sequential:
+    """fastai's TabularModel body: (Linear without bias, ReLU, BatchNorm) per layer, then Linear(1)."""
+    sizes = [width, *layers]
+    blocks: list[nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        blocks += [nn.Linear(n_in, n_out, bias=False), nn.ReLU(), _batch_norm(n_out)]
+    return nn.Sequential(*blocks, nn.Linear(sizes[-1], 1))
+
+
+class SideNN(NNModel):
+    """embedding_nn with side features: r̂ = σ_range(f([u; x_u; m; x_m])), x_u the user's encoded age,
+    gender and occupation, x_m the movie's genres and year (features.py), f embedding_nn's MLP.
+
+    factors() gives each row's whole representation [embedding; features]: what the map, neighbours,
+    explain and fold-in read. Row 0 (#na#) is the cold-start embedding: in training a rating's user
+    or movie embedding is swapped for it with probability `cold_p`, so [e₀; x] scores a user or a
+    movie nobody has rated from its features alone. The features and their vocabularies (JSON bytes)
+    are buffers: the checkpoint holds all it needs to rebuild the model.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        layers: tuple[int, ...] = (100, 50),
+        y_range: YRange = (0, 5.5),
+        user_features: torch.Tensor | None = None,  # (n_users, Du)
+        item_features: torch.Tensor | None = None,  # (n_items, Di)
+        spec: str = "{}",  # features.FeatureSpec as JSON
+        cold_p: float = 0.1,
+    ):
+        super().__init__()
+        user_x = torch.zeros(n_users, 0) if user_features is None else torch.as_tensor(user_features).float()
+        item_x = torch.zeros(n_items, 0) if item_features is None else torch.as_tensor(item_features).float()
+        if len(user_x) != n_users or len(item_x) != n_items:
+            raise ConfigError(f"side features for {len(user_x)} users and {len(item_x)} items, "
+                              f"not {n_users} and {n_items}")  # fmt: skip
+        self.register_buffer("user_x", user_x)
+        self.register_buffer("item_x", item_x)
+        self.register_buffer("feature_spec", torch.tensor(list(spec.encode()), dtype=torch.uint8))
+        self.user_factors = trunc_normal_embedding(n_users, get_emb_sz(n_users))
+        self.item_factors = trunc_normal_embedding(n_items, get_emb_sz(n_items))
+        width = self.user_factors.embedding_dim + user_x.shape[1] + self.item_factors.embedding_dim
+        self.layers = tabular_mlp(width + item_x.shape[1], layers)
+        self.y_range, self.cold_p = y_range, cold_p
+
+    def groups(self) -> dict[str, slice]:
+        fu, du, fi = self.user_factors.embedding_dim, self.user_x.shape[1], self.item_factors.embedding_dim
+        ends = np.cumsum([0, fu, du, fi, self.item_x.shape[1]])
+        names = (
+            "the user's embedding",
+            "the user's features",
+            "the movie's embedding",
+            "the movie's features",
+        )
+        return {name: slice(a, b) for name, a, b in zip(names, ends[:-1], ends[1:]) if b > a}  # data's own
+
+    @property
+    def spec(self) -> str:
+        """The feature vocabularies and scalings, as features.FeatureSpec's JSON."""
+        return bytes(self.feature_spec.tolist()).decode()
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[embedding; features] of every user (n_users, Fu + Du) and movie (n_items, Fi + Di): copies."""
+        return (torch.cat([self.user_factors.weight, self.user_x], dim=1).detach(),
+                torch.cat([self.item_factors.weight, self.item_x], dim=1).detach())  # fmt: skip
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u = torch.cat([self.user_factors(self._cold(users)), self.user_x[users]], dim=1)  # (B, Fu + Du)
+        m = torch.cat([self.item_factors(self._cold(items)), self.item_x[items]], dim=1)  # (B, Fi + Di)
+        return self.link(self.raw(u, m))
+
+    def _cold(self, ix: torch.Tensor) -> torch.Tensor:
+        """In training, a random cold_p of the indices replaced by 0, the cold-start row."""
+        if not self.training or self.cold_p == 0:
+            return ix
+        return ix.masked_fill(torch.rand(ix.shape, device=ix.device) < self.cold_p, 0)
+
+    @classmethod
+    def data_inputs(cls, dataset, encoded) -> dict:
+        from collab_core.features import FeatureSpec, feature_matrices
+
+        spec = FeatureSpec.of(dataset)
+        for notice in spec.notices:
+            warnings.warn(notice, FeatureNotice, stacklevel=2)
+        user_x, item_x = feature_matrices(dataset, encoded, spec)
+        return {"user_features": torch.from_numpy(user_x), "item_features": torch.from_numpy(item_x),
+                "spec": spec.to_json()}  # fmt: skip
+
+    @classmethod
+    def state_inputs(cls, state: dict[str, torch.Tensor]) -> dict:
+        return {"user_features": state["user_x"], "item_features": state["item_x"],
+                "spec": bytes(state["feature_spec"].tolist()).decode()}  # fmt: skip
+
+
+class FeatureNotice(UserWarning):
+    """A side feature the data lacks, left out (features.py's documented fallback)."""
+
+
+class DotBiasCE(DotModel):
+    """Ratings as classes: a score s = u·m + b_u + b_m, logits over the data's L rating levels
+    z_k = a_k s + c_k, trained with cross-entropy; r̂ = Σ_k softmax(z)_k level_k, the expected rating.
+
+    In train mode forward gives the logits (B, L), which training_loss takes; in eval mode the
+    expected rating (B,), as every model's forward does. link(s) maps raw scores of any shape to
+    it, so the dot-product family's code (ranking, explain, the map) reads this model as it is.
+    """
+
+    has_bias = True
+    fusable = False  # FusedDotStep's gradients are the MSE's
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int, y_range: YRange | None = None,
+                 levels: torch.Tensor | tuple[float, ...] = (1.0, 2.0, 3.0, 4.0, 5.0)):  # fmt: skip
+        super().__init__()
+        self.user_factors = trunc_normal_embedding(n_users, n_factors)
+        self.item_factors = trunc_normal_embedding(n_items, n_factors)
+        self.user_bias = trunc_normal_embedding(n_users, 1)
+        self.item_bias = trunc_normal_embedding(n_items, 1)
+        values = levels.tolist() if torch.is_tensor(levels) else [float(v) for v in levels]
+        self.register_buffer("levels", torch.tensor(values))  # (L,)
+        self.level_slope = nn.Parameter(torch.linspace(-2.0, 2.0, len(values)))  # a_k: higher s, higher k
+        self.level_offset = nn.Parameter(torch.zeros(len(values)))  # c_k
+        self.y_range = (values[0], values[-1])  # the expected rating's range
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """s = u·m + b_u + b_m, (B,)."""
+        x = (self.user_factors(users) * self.item_factors(items)).sum(dim=1)
+        return x + self.user_bias(users)[:, 0] + self.item_bias(items)[:, 0]
+
+    def logits(self, score: torch.Tensor) -> torch.Tensor:
+        """z = a s + c: (..., L) from scores of any shape (...)."""
+        return score[..., None] * self.level_slope + self.level_offset
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        z = self.logits(self.score(users, items))  # (B, L)
+        return z if self.training else torch.softmax(z, dim=-1) @ self.levels
+
+    def link_text(self) -> str:
+        levels = self.levels.tolist()
+        span = f"{levels[0]:g}..{levels[-1]:g}"
+        return f"expected rating of softmax(a·raw + c) over the {len(levels)} levels {span}"
+
+    def link(self, x: torch.Tensor) -> torch.Tensor:
+        """The expected rating Σ_k softmax(a x + c)_k level_k of raw scores x of any shape."""
+        return torch.softmax(self.logits(x), dim=-1) @ self.levels
+
+    def level_index(self, ratings: torch.Tensor) -> torch.Tensor:
+        """Each rating's class: the index of the nearest level, (B,) int64."""
+        return (ratings[:, None] - self.levels).abs().argmin(dim=1)
+
+    def training_loss(self, output: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(output, self.level_index(ratings))
+
+    @torch.no_grad()
+    def distribution(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(B, L) predicted probability of each rating level."""
+        return torch.softmax(self.logits(self.score(users, items)), dim=-1)
+
+    @torch.no_grad()
+    def extra_metrics(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor,
+                      chunk: int = 65536) -> dict:  # fmt: skip
+        """accuracy (the most probable level is the rating's) and log loss (mean cross-entropy)."""
+        device = self.levels.device
+        hits, nll = 0.0, 0.0
+        for i in range(0, len(ratings), chunk):
+            u, m, r = (t[i : i + chunk].to(device) for t in (users, items, ratings))
+            z, target = self.logits(self.score(u, m)), self.level_index(r)
+            hits += float((z.argmax(dim=1) == target).sum())
+            nll += float(nn.functional.cross_entropy(z, target, reduction="sum"))
+        n = max(len(ratings), 1)
+        return {"accuracy": hits / n, "log_loss": nll / n}
+
+    @torch.no_grad()
+    def inverse_link(self, values: torch.Tensor) -> torch.Tensor:
+        """Raw scores whose expected rating is `values` (fold-in's targets), read off a fine grid."""
+        grid = torch.linspace(-20.0, 20.0, 4001, device=self.levels.device)
+        expected = torch.cummax(self.link(grid), dim=0).values.cpu().double().numpy()
+        out = np.interp(values.detach().cpu().double().numpy(), expected, grid.cpu().double().numpy())
+        return torch.from_numpy(out).to(values.device)
+
+    @classmethod
+    def data_inputs(cls, dataset, encoded) -> dict:
+        levels = dataset.rating_scale.levels
+        if len(levels) < 2:
+            many = "more than 21" if not levels else "one"
+            raise ConfigError(f"dot_bias_ce predicts rating levels, but {dataset.name} has {many} "
+                              "distinct rating values")  # fmt: skip
+        return {"levels": torch.tensor(levels, dtype=torch.float32)}
+
+    @classmethod
+    def state_inputs(cls, state: dict[str, torch.Tensor]) -> dict:
+        return {"levels": state["levels"]}
+
+
 # key -> class; "dot" is the book's first DotProduct, without an output range
 MODELS: dict[str, type[CollabModel]] = {
     "dot": DotProduct,
@@ -370,6 +594,8 @@ MODELS: dict[str, type[CollabModel]] = {
     "embedding_nn": EmbeddingNN,
     "autorec": AutoRec,
     "glocal_k": GlocalK,
+    "side_nn": SideNN,
+    "dot_bias_ce": DotBiasCE,
 }
 
 
@@ -377,14 +603,15 @@ assert tuple(MODELS) == MODEL_KEYS, "config.MODEL_KEYS must list nets.MODELS"
 
 
 def create_model(
-    key: str, n_users: int, n_items: int, n_factors: int = 50, y_range: YRange = (0, 5.5)
+    key: str, n_users: int, n_items: int, n_factors: int = 50, y_range: YRange = (0, 5.5), **inputs
 ) -> CollabModel:
-    """Build the model registered under `key`; the NN models size their own embeddings."""
+    """Build the model registered under `key`; the NN models size their own embeddings. inputs: what
+    the family reads from the data (its `data_inputs`: side_nn's features, dot_bias_ce's levels)."""
     if key not in MODELS:
         raise ConfigError(f"unknown model {key!r}; choose one of {', '.join(MODELS)}")
     model = MODELS[key]
     if issubclass(model, DotModel):
-        return model(n_users, n_items, n_factors, None if key == "dot" else y_range)
+        return model(n_users, n_items, n_factors, None if key == "dot" else y_range, **inputs)
     if issubclass(model, AutoEncoder):  # n_factors: the hidden layer's width; clipped, not y_range
         return model(n_users, n_items, n_factors)
-    return model(n_users, n_items, y_range=y_range)
+    return model(n_users, n_items, y_range=y_range, **inputs)

@@ -108,7 +108,7 @@ def pick_step(
     """Sharded under torchrun; fused for a dot-product model on the CPU (unless fused=False) and
     for sparse updates; autograd otherwise."""
     on_cpu = next(model.parameters()).device.type == "cpu"
-    fusable = isinstance(model, DotModel) and on_cpu
+    fusable = isinstance(model, DotModel) and model.fusable and on_cpu
     if config.sparse and not fusable:
         raise ConfigError(f"sparse updates need a dot-product model on the CPU, not {config.model}")
     args = (model, train, config.bs, config.wd, config.wd_bias)
@@ -143,7 +143,7 @@ class AutogradStep:
     def __call__(self, batch: int, lr: float, beta1: float) -> torch.Tensor:
         set_lr_beta1(self.opt, lr, beta1, self.hyper)
         s = self.rows(batch)
-        loss = nn.functional.mse_loss(self.net(self.u[s], self.i[s]), self.r[s])
+        loss = self.model.training_loss(self.net(self.u[s], self.i[s]), self.r[s])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

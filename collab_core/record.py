@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from collab_core.config import FORMAT, TrainConfig
@@ -40,6 +40,7 @@ class History:
     valid_loss: tuple[float, ...]  # per epoch, MSE
     batch_loss: tuple[float, ...]  # per batch, mean-pooled to at most store.MAX_BATCH_POINTS
     n_batches: int  # batches before pooling
+    valid_log_loss: tuple[float, ...] = ()  # per epoch, cross-entropy models only (train_loss is theirs)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Metrics:
     mse: float
     rmse: float
     mae: float
+    accuracy: float | None = None  # cross-entropy models: the most probable level is the rating's
+    log_loss: float | None = None  # cross-entropy models: mean cross-entropy of the rating's level
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class StoredModel:
         out = {"format": FORMAT, **asdict(self)}
         del out["size_bytes"]
         out["versions"] = dict(self.versions)
+        for part, name in (("metrics", "accuracy"), ("metrics", "log_loss"), ("history", "valid_log_loss")):
+            if out[part][name] in (None, ()):  # the cross-entropy models' own: left out for the others
+                del out[part][name]
         return json.loads(json.dumps(out))  # tuples become lists, as a reader will see them
 
     @classmethod
@@ -112,13 +118,14 @@ class StoredModel:
         return cls.from_json(json.loads(path.read_text()))
 
 
-_KINDS = {"str": str, "int": int, "float": float, "tuple[float, ...]": tuple}  # the annotations above
+_KINDS = {"str": str, "int": int, "float": float, "tuple[float, ...]": tuple, "float | None": float}
 
 
 def _nested(cls: type, meta: dict, name: str):
-    """One of the nested records, each field type-checked."""
+    """One of the nested records, each field type-checked (a field with a default may be absent)."""
     part = _typed(meta, name, dict)
-    return cls(**{f.name: _typed(part, f.name, _KINDS[f.type], where=f"{name}.") for f in fields(cls)})
+    return cls(**{f.name: _typed(part, f.name, _KINDS[f.type], where=f"{name}.") for f in fields(cls)
+                  if f.name in part or f.default is MISSING})  # fmt: skip
 
 
 def _typed(part: dict, name: str, kind: type, where: str = ""):

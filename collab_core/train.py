@@ -67,7 +67,8 @@ class FitResult:
     train_loss: list[float] = field(default_factory=list)  # per epoch, smoothed
     valid_loss: list[float] = field(default_factory=list)  # per epoch, MSE
     batch_loss: list[float] = field(default_factory=list)  # per batch, raw
-    metrics: dict[str, float] = field(default_factory=dict)  # final valid mse, rmse, mae
+    metrics: dict[str, float] = field(default_factory=dict)  # mse, rmse, mae[, accuracy, log_loss]
+    valid_log_loss: list[float] = field(default_factory=list)  # per epoch, for the cross-entropy models
     fit_seconds: float = 0.0
     device: str = "cpu"
     holdout_loss: list[float] = field(default_factory=list)  # autoencoders: per round, the choosing loss
@@ -92,11 +93,12 @@ def pick_device(name: str = "auto") -> torch.device:
 def evaluate(
     model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
 ) -> dict[str, float]:
-    """MSE, RMSE and MAE of the model on the given ratings."""
+    """MSE, RMSE and MAE of the model on the given ratings [and its family's own: see extra_metrics]."""
     preds = predict(model, users, items)
     err = preds - ratings.to(preds.device)
     mse = float((err * err).mean())
-    return {"mse": mse, "rmse": math.sqrt(mse), "mae": float(err.abs().mean())}
+    extra = model.extra_metrics(users, items, ratings) if hasattr(model, "extra_metrics") else {}
+    return {"mse": mse, "rmse": math.sqrt(mse), "mae": float(err.abs().mean()), **extra}
 
 
 @torch.no_grad()
@@ -213,6 +215,8 @@ def fit_one_cycle(
                 raise TrainingDiverged(f"the validation loss became {mse}: lower the learning rate")
             result.train_loss.append(smooth.value)
             result.valid_loss.append(metrics["mse"])
+            if "log_loss" in metrics:
+                result.valid_log_loss.append(metrics["log_loss"])
             result.metrics = metrics
             if callback:
                 elapsed = time.perf_counter() - start
@@ -281,7 +285,7 @@ def lr_find(
             lr = start_lr * (end_lr / start_lr) ** (i / num_it)
             set_lr_beta1(opt, lr, HYPER.find_beta1)
             idx = perm[(i * bs) % (len(perm) - bs + 1) :][:bs]
-            loss = nn.functional.mse_loss(model(users[idx], items[idx]), ratings[idx])
+            loss = model.training_loss(model(users[idx], items[idx]), ratings[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -18,7 +18,19 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from collab_core import analysis, browse, certainty, explain, foldin, maps, ranking, recipes, whatif
+from collab_core import (
+    analysis,
+    browse,
+    certainty,
+    coldstart,
+    explain,
+    foldin,
+    levels,
+    maps,
+    ranking,
+    recipes,
+    whatif,
+)
 from collab_core import compare as comparison
 from collab_core.browse import RatingFilter
 from collab_core.config import TrainConfig
@@ -412,3 +424,30 @@ def disagreements(a: Trained, b: Trained, n: int, min_ratings: int) -> pd.DataFr
 @st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
 def bias_pairs(a: Trained, b: Trained) -> pd.DataFrame:
     return comparison.bias_pairs(a, b)
+
+
+# ---- side features and ratings as classes (issue 14): cold start, level distributions, calibration ----
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def cold_movie(
+    trained: Trained, genres: tuple[str, ...], year: float | None, n: int, min_ratings: int
+) -> coldstart.ColdMovie:
+    return coldstart.cold_movie(trained, genres, year, n=n, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=32, show_spinner=False, hash_funcs=BY_KEY)
+def cold_user(
+    trained: Trained, age: float | None, gender: str | None, occupation: str | None, n: int, min_ratings: int
+) -> pd.DataFrame:
+    return coldstart.cold_user(trained, age, gender, occupation, n=n, min_ratings=min_ratings)
+
+
+@st.cache_data(max_entries=64, show_spinner=False, hash_funcs=BY_KEY)
+def rating_distribution(trained: Trained, user: object, item: object) -> pd.DataFrame:
+    return levels.distribution(trained, user, item)
+
+
+@st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
+def calibration(trained: Trained) -> levels.Calibration:
+    return levels.calibration(trained)

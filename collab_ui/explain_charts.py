@@ -24,8 +24,13 @@ def waterfall(found: Breakdown) -> go.Figure:
     measures = ["relative"] * len(parts) + ["total"]
     if found.y_range is not None:
         low, high = found.y_range
-        how = "clip to" if found.link == "clip" else "sigmoid into"
-        names += [f"link: {how} {low:g}–{high:g}", "predicted"]
+        if found.link.startswith("sigmoid"):
+            name = f"link: sigmoid into {low:g}–{high:g}"
+        elif found.link.startswith("clip"):
+            name = f"link: clip to {low:g}–{high:g}"
+        else:
+            name = "link: expected level"
+        names += [name, "predicted"]
         values += [found.prediction - found.raw, found.prediction]
         measures += ["relative", "total"]
     fig = go.Figure(

@@ -85,7 +85,9 @@ def test_parts_are_named_by_family(taste_model):
         assert all(name.startswith("hidden unit ") for name in names[1:4])
         assert "biases do not apply" in found.method
     else:
-        assert names == ["the user", "the movie", "the network's baseline"]
+        assert names == [*taste_model.model.groups(), "the network's baseline"]  # side_nn: features apart
+        if taste_model.config.model != "side_nn":
+            assert names == ["the user", "the movie", "the network's baseline"]
         assert "integrated gradients" in found.method
 
 

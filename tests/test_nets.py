@@ -63,7 +63,7 @@ def a_batch(n_users: int = 12, n_items: int = 9) -> tuple[torch.Tensor, torch.Te
 
 
 def test_registry_has_the_designs_keys():
-    assert list(MODELS) == DESIGN_KEYS
+    assert list(MODELS)[: len(DESIGN_KEYS)] == DESIGN_KEYS  # the chapter's seven, then newer ones
     with pytest.raises(ConfigError, match="unknown model 'svd'; choose one of dot, dot_range"):
         create_model("svd", 10, 10)
 
