@@ -148,6 +148,8 @@ AUTOENCODERS = ("autorec", "glocal_k")  # the keys fitted by autofit.py, not by 
 FAMILY_DEFAULTS: dict[str, dict] = {
     "autorec": {"n_factors": 500, "epochs": 40, "lr": 1.0, "wd": 1.0, "wd_bias": None, "sparse": False},
     "glocal_k": {"n_factors": 500, "epochs": 60, "lr": 1.0, "wd": 20.0, "wd_bias": None, "sparse": False},
+    "side_nn": {"epochs": 5, "lr": 5e-3, "wd": 0.1},  # embedding_nn's recipe: the features are the difference
+    "dot_bias_ce": {"epochs": 3, "lr": 5e-3, "wd": 0.1},  # cross-entropy overfits sooner: by epoch 4 on u1
 }
 
 
@@ -163,11 +165,3 @@ def entry_key(config: TrainConfig, fingerprint: str) -> str:
     """A stable hash of the config and the data it was trained on."""
     blob = json.dumps({"format": FORMAT, "config": config.to_dict(), "data": fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-# Per-family defaults: model key -> TrainConfig fields that replace the chapter's recipe for that
-# family wherever the user did not set them (the command line's flags, the Train page's form).
-FAMILY_DEFAULTS: dict[str, dict] = {
-    "side_nn": {"epochs": 5, "lr": 5e-3, "wd": 0.1},  # embedding_nn's recipe: the features are the difference
-    "dot_bias_ce": {"epochs": 3, "lr": 5e-3, "wd": 0.1},  # cross-entropy overfits sooner: by epoch 4 on u1
-}
