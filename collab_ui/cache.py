@@ -31,6 +31,7 @@ from collab_core.speed import Speed
 from collab_core.store import ModelStore
 from collab_core.train import LRFind
 from collab_ui.jobs import JobRegistry
+from collab_ui.simjobs import SimulationRegistry
 
 
 def settings() -> Settings:
@@ -329,3 +330,9 @@ def worst_predicted(trained: Trained, n: int, min_valid: int) -> pd.DataFrame:
 @st.cache_data(max_entries=16, show_spinner=False, hash_funcs=BY_KEY)
 def thin_extreme_biases(trained: Trained, n: int, max_ratings: int) -> pd.DataFrame:
     return certainty.thin_extreme_biases(trained, n=n, max_ratings=max_ratings)
+
+
+@st.cache_resource(show_spinner=False)
+def simulation_registry() -> SimulationRegistry:
+    """One registry of feedback-loop simulations per server (Feedback loops page)."""
+    return SimulationRegistry()
