@@ -14,7 +14,7 @@ from collab_ui.session import context, require_dataset
 from collab_ui.sim_charts import round_measures
 from collab_ui.simjobs import SimProgress, SimulationJob
 
-POLICY_NAMES = {"topk": "top-k", "explore": "top-k + exploration", "damped": "popularity-damped"}
+POLICY_NAMES = {"topk": "top-k", "explore": "top-k + explore", "damped": "damped"}
 dataset = require_dataset()
 ctx = context()
 st.title(":material/autorenew: Feedback loops")
@@ -27,7 +27,7 @@ st.caption(
 keep = {"persist_state": "session"}  # the form survives a visit to another page
 defaults, world_defaults = PolicyParams(), WorldParams()
 with st.container(border=True):
-    row = st.columns(4)
+    row = st.columns([1.4, 0.8, 0.9, 0.9])
     policies = row[0].multiselect(
         "Policies",
         POLICIES,
@@ -205,19 +205,23 @@ def live(job: SimulationJob) -> None:
 def results(p: SimProgress) -> None:
     """The finished run: plots beside the assumptions, the per-round tables, the exposure changes."""
     world_line(p)
-    chart, notes = st.columns([3, 1])
+    chart, notes = st.columns([2.8, 1])
     baseline = p.world.get("initial_probe_rmse")
     chart.plotly_chart(
-        round_measures(p.rounds, total_rounds(p), baseline), key="sim_chart", config={"displaylogo": False}
+        round_measures(p.rounds, total_rounds(p), baseline, height=700),
+        key="sim_chart",
+        config={"displaylogo": False},
     )
     with notes.container(border=True, key="sim_assumptions"):
         st.markdown("**Assumptions** (the outcome depends on them)")
         assumptions = {}
         for sim in p.results:
             for name, text in sim.assumptions.items():
-                label = f"{name} ({sim.params.policy})" if name == "policy" else name
-                assumptions.setdefault(label, text)
-        st.markdown("\n".join(f"- **{name}**: {text}" for name, text in assumptions.items()))
+                if name == "policy":
+                    assumptions[f"{name}: {POLICY_NAMES[sim.params.policy]}"] = text
+                else:
+                    assumptions.setdefault(name, text)
+        st.caption("\n".join(f"- **{name}**: {text}" for name, text in assumptions.items()))
     st.subheader("Per round")
     tabs = st.tabs([POLICY_NAMES[s.params.policy] for s in p.results])
     for tab, sim in zip(tabs, p.results):
@@ -228,10 +232,13 @@ def results(p: SimProgress) -> None:
     st.subheader("Movies that gained and lost the most exposure")
     st.caption(
         "Each movie's share of all the slots shown in the last round against its share in the first: the "
-        "loop's drift. Popularity = its number of ratings in the real data."
+        "loop's drift. A movie loses exposure when the users it was shown to consumed it (a rated movie is "
+        "not shown again) or the system came to rank it lower. Real ratings = its popularity in the data."
     )
     names = [s.params.policy for s in p.results]
-    picked = st.selectbox("Policy", names, format_func=POLICY_NAMES.get, key="sim_exposure_policy")
+    picked = st.columns(3)[0].selectbox(
+        "Policy", names, format_func=POLICY_NAMES.get, key="sim_exposure_policy"
+    )
     sim = p.results[names.index(picked)]
     gained, lost = (_percent(pd.DataFrame(rows)) for rows in exposure_change(sim, n=10))
     left, right = st.columns(2)

@@ -14,7 +14,7 @@ MEASURES = {  # Round field -> panel title, hover format
     "gini_round": ("Gini of exposure (this round)", ".3f"),
     "mean_popularity": ("Mean popularity of what is shown", ".1f"),
     "probe_rmse": ("Probe RMSE of the system model", ".4f"),
-    "top5_share": ("Share of new ratings from the top-5% users", ".1%"),
+    "top5_share": ("New ratings from the top-5% users", ".1%"),
 }
 POLICY_COLOURS = {"topk": PALETTE[0], "explore": PALETTE[1], "damped": PALETTE[2]}
 
@@ -54,9 +54,11 @@ def round_measures(
                 col=i % 3 + 1,
             )
     fig.update_xaxes(range=[-0.3, total_rounds + 0.3], dtick=max(1, total_rounds // 10), title_text="round")
-    for i, (_, fmt) in enumerate(MEASURES.values()):
+    for i, (name, (_, fmt)) in enumerate(MEASURES.items()):
         if fmt.endswith("%"):
-            fig.update_yaxes(tickformat=".0%", row=i // 3 + 1, col=i % 3 + 1)
+            fig.update_yaxes(
+                tickformat=".1%" if name == "top5_share" else ".0%", row=i // 3 + 1, col=i % 3 + 1
+            )
     fig.update_layout(
         height=height,
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
