@@ -20,7 +20,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ POLICIES = ("topk", "explore", "damped")
 CHOICES = ("logistic", "linear")
 EXPLORE_FROM = ("random", "longtail")
 MAX_CELLS = 200_000_000  # users x movies the dense "already rated" mask may hold (200 MB)
+MIN_BS = 16  # the smallest batch of the fast recipe here (small data: an eighth of the seed)
 ACTIVE_SHARE = 0.05  # "the most active users": this share of users, by their real ratings
 
 
@@ -119,6 +120,7 @@ class World:
     initial_probe_rmse: float
     scale: tuple[float, float, float | None]  # low, high, step of the rating scale
     y_range: tuple[float, float]  # the models' output range (the data's, as the app trains with)
+    bs: int  # the fast recipe's batch size (512, or an eighth of the seed on small data)
     device: torch.device = field(repr=False)
     seconds: float = 0.0
 
@@ -246,10 +248,11 @@ def build_world(dataset: Dataset, params: WorldParams | None = None, device: str
     rank = np.arange(len(order)) - starts[users[order]]
     seed_rows = np.sort(order[rank < wanted[users[order]]])
     probe_rows = np.flatnonzero(probe)
-    if len(seed_rows) < 2 * preset("fast").bs or len(probe_rows) == 0:
+    if len(seed_rows) < 4 * MIN_BS or len(probe_rows) == 0:
         raise ConfigError(f"{n:,} ratings are too few to simulate on (the seed needs a few batches)")
-    # the true tastes: the fast recipe on every rating but the probe
-    config = preset("fast", seed=params.seed, y_range=dataset.rating_scale.y_range)
+    # the true tastes: the fast recipe on every rating but the probe (smaller batches on small data)
+    bs = min(preset("fast").bs, max(MIN_BS, len(seed_rows) // 8))
+    config = preset("fast", seed=params.seed, y_range=dataset.rating_scale.y_range, bs=bs)
     true_model, fit = _fit(config, encoded, rest, probe_rows, dev, should_stop)
     true_scores = _all_scores(true_model, n_users, n_items, dev)
     residual = true_scores[users[rest], encoded.item_idx.numpy()[rest]] - encoded.rating.numpy()[rest]
@@ -267,7 +270,7 @@ def build_world(dataset: Dataset, params: WorldParams | None = None, device: str
     return World(
         params, encoded, titles, true_scores, noise_sd, fit.metrics["rmse"], seed_rows, probe_rows,
         popularity, active, copy.deepcopy(system.state_dict()), seed_fit.metrics["rmse"],
-        (scale.low, scale.high, scale.step), config.y_range, dev, time.perf_counter() - start,
+        (scale.low, scale.high, scale.step), config.y_range, bs, dev, time.perf_counter() - start,
     )  # fmt: skip
 
 
@@ -295,7 +298,7 @@ def run_policy(
     blocked[users_all[world.probe_rows], items_all[world.probe_rows]] = True
     blocked[:, 0] = True
     known = np.bincount(data_items, minlength=n_items)  # ratings per movie in the system's data
-    config = preset("fast", seed=wp.seed, y_range=world.y_range)
+    config = preset("fast", seed=wp.seed, y_range=world.y_range, bs=world.bs)
     system = build_model(config, n_users, n_items, world.device)
     system.load_state_dict(world.system_state)
     probe_rows = world.probe_rows
@@ -313,10 +316,10 @@ def run_policy(
         if params.users_per_round is not None and params.users_per_round < len(users):
             users = np.sort(rng.choice(users, params.users_per_round, replace=False))
         scores = _all_scores(system, n_users, n_items, world.device)[users]
-        shown = _choose(scores, blocked[users], known, params, rng)  # (U, k)
+        shown, filled = _choose(scores, blocked[users], known, params, rng)  # (U, k) each
         # what users consume, and how they rate it
         true = world.true_scores[users[:, None], shown]
-        take = rng.random(shown.shape) < _consume_probability(true, params, world.scale)
+        take = (rng.random(shown.shape) < _consume_probability(true, params, world.scale)) & filled
         noisy = true + rng.normal(0.0, world.noise_sd, shown.shape)
         rated = _to_scale(noisy, world.scale)
         new_users = np.broadcast_to(users[:, None], shown.shape)[take]
@@ -329,15 +332,18 @@ def run_policy(
         data_ratings = np.concatenate([data_ratings, new_ratings.astype(np.float32)])
         # the system learns from it: a few epochs of the fast recipe from last round's weights
         train = _tensors(data_users, data_items, data_ratings)
-        round_config = preset("fast", seed=wp.seed + r, epochs=max(params.finetune_epochs, 1),
-                              y_range=config.y_range) if params.finetune_epochs else None  # fmt: skip
+        round_config = (
+            replace(config, seed=wp.seed + r, epochs=params.finetune_epochs)
+            if params.finetune_epochs
+            else None
+        )
         try:
             probe_rmse = _learn(system, train, probe, round_config, should_stop, world.initial_probe_rmse)
         except TrainingCancelled:
             stopped = True
             break
         # the measures
-        counts = np.bincount(shown.ravel(), minlength=n_items)
+        counts = np.bincount(shown[filled], minlength=n_items)
         cumulative += counts
         if r == 1:
             first = counts
@@ -349,10 +355,10 @@ def run_policy(
                 coverage=coverage(cumulative[1:]),
                 gini=gini(cumulative[1:]),
                 gini_round=gini(counts[1:]),
-                mean_popularity=float(world.popularity[shown].mean()),
+                mean_popularity=float(world.popularity[shown[filled]].mean()) if filled.any() else math.nan,
                 probe_rmse=probe_rmse,
                 top5_share=float(world.active[new_users].mean()) if n_new else 0.0,
-                shown=int(shown.size),
+                shown=int(filled.sum()),
                 consumed=int(n_new),
                 mean_new_rating=float(new_ratings.mean()) if n_new else math.nan,
                 n_ratings=len(data_ratings),
@@ -419,30 +425,33 @@ def exposure_change(sim: Simulation, n: int = 10) -> tuple[list[dict], list[dict
 
 
 def _choose(scores: np.ndarray, blocked: np.ndarray, known: np.ndarray, params: PolicyParams,
-            rng: np.random.Generator) -> np.ndarray:  # fmt: skip
-    """(U, k) movie indices shown to each user under the policy."""
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(U, k) movie indices shown to each user under the policy, and (U, k) bool: is the slot filled
+    (False where a user has fewer than k movies left to be shown)."""
     scores = np.where(blocked, -np.inf, scores)
     if params.policy == "damped":
         scores = scores - params.damping * np.log1p(known)[None, :]
     n_explore = round(params.explore_share * params.k) if params.policy == "explore" else 0
-    top = _top(scores, params.k - n_explore)
+    top, filled = _top(scores, params.k - n_explore)
     if n_explore == 0:
-        return top
+        return top, filled
     keys = rng.random(scores.shape)  # a uniform random sample = the top n of uniform keys
     keys[blocked] = -np.inf
     np.put_along_axis(keys, top, -np.inf, axis=1)
     if params.explore_from == "longtail":
         keys[:, known > np.median(known[1:])] = -np.inf
-    return np.concatenate([top, _top(keys, n_explore)], axis=1)
+    explored, explored_filled = _top(keys, n_explore)
+    return np.concatenate([top, explored], axis=1), np.concatenate([filled, explored_filled], axis=1)
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """(U, k) column indices of each row's k highest scores (ties to the lower index)."""
+def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(U, k) column indices of each row's k highest scores, and whether each is finite (a candidate)."""
     if k == 0:
-        return np.zeros((len(scores), 0), dtype=np.int64)
+        return np.zeros((len(scores), 0), dtype=np.int64), np.zeros((len(scores), 0), dtype=bool)
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
+    picked = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.isfinite(np.take_along_axis(picked, order, axis=1))
 
 
 def _consume_probability(true: np.ndarray, params: PolicyParams, scale: tuple) -> np.ndarray:

@@ -337,3 +337,15 @@ def test_page_in_chromium_after_a_run(app_env, tmp_path):
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_users_who_run_out_of_movies_are_shown_fewer(taste):
+    """40 users x 24 movies: after a few rounds of k 5 some users have fewer than 5 movies left, and
+    their empty slots are neither shown nor rated (no movie is rated twice)."""
+    small = build_world(taste, WorldParams(seed=1), device="cpu")
+    sim = run_policy(small, PolicyParams(policy="explore", rounds=8, k=5, explore_share=0.4, center=1.0))
+    shown = [r.shown for r in sim.rounds]
+    assert shown[0] == 5 * 40 and shown[-1] < 5 * 40 and shown == sorted(shown, reverse=True)
+    pairs = 40 * 24 - len(small.probe_rows)  # what the system could ever hold
+    assert len(small.seed_rows) + sum(r.consumed for r in sim.rounds) == sim.rounds[-1].n_ratings <= pairs
+    assert sim.rounds[-1].coverage == 1.0
