@@ -212,6 +212,13 @@ def results(p: SimProgress) -> None:
         key="sim_chart",
         config={"displaylogo": False},
     )
+    chart.caption(
+        "Reading it: a movie a user has rated is not shown to them again, so exposure spreads over the "
+        "rounds "
+        "even without learning; to see what the loop itself does, run again with 0 fine-tune epochs (the "
+        "system never learns) and compare. Users rate what they chose, mostly what they like, so the new "
+        "ratings say little about the rest: the probe RMSE need not fall as the data grows."
+    )
     with notes.container(border=True, key="sim_assumptions"):
         st.markdown("**Assumptions** (the outcome depends on them)")
         assumptions = {}

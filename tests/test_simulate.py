@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -321,6 +322,10 @@ def test_page_in_chromium_after_a_run(app_env, tmp_path):
             rounds.press("Enter")
             page.wait_for_timeout(1000)
             page.get_by_role("button", name="Run the simulation").click()
+            # live: the progress, Stop and the plots so far, while the rounds run
+            page.get_by_text(re.compile(r"[2-8]/9 rounds")).wait_for(timeout=300_000)
+            assert page.get_by_role("button", name="Stop").is_visible()
+            page.screenshot(path=artifacts / "simulate-feedback-live.png")
             page.get_by_text("Simulated 9 rounds").wait_for(timeout=300_000)
             page.get_by_text("Movies that gained and lost the most exposure").wait_for(timeout=30_000)
             page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=30_000)
