@@ -250,7 +250,7 @@ def test_page_renders_and_a_short_run_completes(app_env):
     assert list(rounds["round"]) == [1, 2] and rounds["coverage"].between(0, 1).all()
     gained = at.get_by_key("sim_gained").dataframe[0].value
     assert len(gained) == 10 and (gained["change"] > 0).all()
-    assumptions = " ".join(m.value for m in at.get_by_key("sim_assumptions").markdown)
+    assumptions = " ".join(m.value for m in at.get_by_key("sim_assumptions").caption)
     assert "P(consume)" in assumptions and "probe" in assumptions
 
 
