@@ -27,6 +27,7 @@ PAGES = {
         page("biases", "Biases", "balance"),
         page("embeddings", "Embeddings", "scatter_plot"),
         page("recommend", "Recommend", "recommend"),
+        page("feedback", "Feedback loops", "autorenew"),
     ],
 }
 

@@ -128,7 +128,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", type=Path, metavar="OUT_DIR", help="the folder to write into (made if missing)")
     p.add_argument("--json", action="store_true")
+    add_simulate_parser(sub, data)
     return parser
+
+
+def add_simulate_parser(sub, data: argparse.ArgumentParser) -> None:
+    """`simulate`: the feedback loop of recommendations and the ratings they cause (simulate.py; unset
+    options take its defaults there, so that building the parser imports no torch)."""
+    p = sub.add_parser("simulate", parents=[data], help="simulate the recommender's feedback loop")
+    p.add_argument("--rounds", type=int, required=True, help="rounds of recommend -> consume -> retrain")
+    p.add_argument("--policy", required=True, help="topk, explore or damped")
+    p.add_argument("--k", type=int, help="movies shown per user and round (10)")
+    p.add_argument("--explore-share", type=float, help="explore: share of the k slots explored (0.2)")
+    p.add_argument("--explore-from", help="explore: random (default) or longtail (the less popular half)")
+    p.add_argument("--damping", type=float, help="damped: score - DAMPING * log(1 + ratings) (0.1)")
+    p.add_argument("--choice", help="choice model: logistic (default) or linear")
+    p.add_argument("--center", type=float, help="logistic choice: true rating at P(consume) = 1/2 (3.5)")
+    p.add_argument("--temperature", type=float, help="logistic choice: temperature (0.5)")
+    p.add_argument("--finetune-epochs", type=int, help="epochs per round from the last weights; 0: never (2)")
+    p.add_argument("--users-per-round", type=int, help="users shown a list each round (default: all)")
+    p.add_argument("--seed", type=int, help="seeds everything (42)")
+    p.add_argument("--seed-share", type=float, help="share of each user's ratings seeding the system (0.2)")
+    p.add_argument("--probe-share", type=float, help="real ratings held out for the probe RMSE (0.1)")
+    p.add_argument("--noise-sd", type=float, help="rating noise sd (default: the true model's residual sd)")
+    p.add_argument("--json", action="store_true")
 
 
 def _flag_kind(kind: type, choices: tuple[str, ...]) -> dict:
@@ -570,6 +593,39 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> dict:
             "out_dir": str(args.out), "files": rows, "factors": factors}  # fmt: skip
 
 
+POLICY_OPTIONS = ("policy", "rounds", "k", "explore_share", "explore_from", "damping", "choice", "center",
+                  "temperature", "finetune_epochs", "users_per_round")  # fmt: skip
+WORLD_OPTIONS = ("seed", "seed_share", "probe_share", "noise_sd")
+SIM_HEADER = "round  coverage  gini    gini_round  mean_popularity  probe_rmse  top5_share  consumed  seconds"
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> dict:
+    from collab_core.simulate import PolicyParams, WorldParams, build_world, exposure_change, run_policy
+
+    def given(names: tuple[str, ...]) -> dict:
+        return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+    policy, world_params = PolicyParams(**given(POLICY_OPTIONS)), WorldParams(**given(WORLD_OPTIONS))
+    dataset = load_data(args, settings)  # the parameters are checked first: a bad one costs no load
+    world = build_world(dataset, world_params, args.device)
+    print(f"world: true model (fast recipe, all ratings but the probe) probe RMSE "
+          f"{world.true_probe_rmse:.4f}, noise sd {world.noise_sd:.3f}; the system starts from "
+          f"{len(world.seed_rows):,} seed ratings, probe RMSE {world.initial_probe_rmse:.4f}; "
+          f"built in {world.seconds:.1f} s", flush=True)  # fmt: skip
+    print(SIM_HEADER, flush=True)
+
+    def show(r) -> None:
+        print(f"{r.round:<7d}{r.coverage:<10.3f}{r.gini:<8.3f}{r.gini_round:<12.3f}"
+              f"{r.mean_popularity:<17.1f}{r.probe_rmse:<12.4f}{r.top5_share:<12.3f}{r.consumed:<10d}"
+              f"{r.seconds:.2f}", flush=True)  # fmt: skip
+
+    sim = run_policy(world, policy, callback=show)
+    gained, lost = exposure_change(sim, n=5)
+    print(f"{policy.policy}: {len(sim.rounds)} rounds in {sim.seconds:.1f} s "
+          f"(+ {world.seconds:.1f} s to build the world)")  # fmt: skip
+    return {**sim.to_dict(), "world_seconds": world.seconds, "gained": gained, "lost": lost}
+
+
 def _records(table) -> list[dict]:
     return json.loads(table.to_json(orient="records"))
 
@@ -585,6 +641,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "synth": cmd_synth,
     "export": cmd_export,
+    "simulate": cmd_simulate,
 }
 
 

@@ -44,6 +44,7 @@ from collab_core.speed import Speed
 from collab_core.store import ModelStore
 from collab_core.train import LRFind
 from collab_ui.jobs import JobRegistry
+from collab_ui.simjobs import SimulationRegistry
 
 
 def settings() -> Settings:
@@ -451,3 +452,9 @@ def rating_distribution(trained: Trained, user: object, item: object) -> pd.Data
 @st.cache_data(max_entries=8, show_spinner=False, hash_funcs=BY_KEY)
 def calibration(trained: Trained) -> levels.Calibration:
     return levels.calibration(trained)
+
+
+@st.cache_resource(show_spinner=False)
+def simulation_registry() -> SimulationRegistry:
+    """One registry of feedback-loop simulations per server (Feedback loops page)."""
+    return SimulationRegistry()
