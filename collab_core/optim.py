@@ -153,7 +153,8 @@ class AutogradStep:
         """The model's own parameters are already up to date."""
 
     def item_factors(self) -> torch.Tensor | None:
-        """The model's own item embeddings (live); None for a family without factors()."""
+        """The model's item embeddings as they are now (a view, or a copy for a family whose factors()
+        joins more than the weights); None for a family without factors()."""
         try:
             return self.model.factors()[1]
         except (AttributeError, NotImplementedError):  # a family with no item embedding table

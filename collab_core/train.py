@@ -145,11 +145,11 @@ def fit_one_cycle(
     pending: list = []  # losses since the last report: floats, or 0-dim tensors left on the device
     result, start = FitResult(device=str(device)), time.perf_counter()
     smooth = _SmoothLoss()
-    item_factors = step_fn.item_factors() if snapshots is not None else None  # live: read, never written
-    recorder = None if item_factors is None else Recorder(snapshots, config.epochs, n_batches, device)
+    has_items = snapshots is not None and step_fn.item_factors() is not None
+    recorder = Recorder(snapshots, config.epochs, n_batches, device) if has_items else None
 
     def snap(step: int) -> None:
-        frame = recorder.take(step, item_factors)
+        frame = recorder.take(step, step_fn.item_factors())  # asked each time: a family may copy
         if frame is not None and callback:
             n = len(recorder.frames)
             callback(SnapshotEvent(step / n_batches, step, frame, snapshots, n - 1, recorder.total))

@@ -23,6 +23,7 @@ from collab_core.features import FeatureSpec
 from collab_core.learner import get_or_train, load_trained
 from collab_core.levels import calibration, distribution
 from collab_core.nets import MODELS, FeatureNotice, create_model
+from collab_core.snapshots import split_state
 from collab_core.train import predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def test_ce_needs_rating_levels(ml100k):
 @pytest.mark.parametrize("key", ["side_nn", "dot_bias_ce"])
 def test_checkpoints_round_trip_with_weights_only(key, side_100k, ce_100k, session_store):
     trained = {"side_nn": side_100k, "dot_bias_ce": ce_100k}[key]
-    state = torch.load(session_store.root / f"{trained.key}.pt", weights_only=True)
+    state, _ = split_state(torch.load(session_store.root / f"{trained.key}.pt", weights_only=True))
     # the checkpoint alone rebuilds the model: its features, vocabularies and levels are tensors in it
     model = create_model(key, trained.encoded.n_users, trained.encoded.n_items, trained.config.n_factors,
                          trained.config.y_range, **MODELS[key].state_inputs(state))  # fmt: skip
