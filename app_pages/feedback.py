@@ -196,7 +196,7 @@ def live(job: SimulationJob) -> None:
     world_line(p)
     baseline = p.world.get("initial_probe_rmse")
     st.plotly_chart(
-        round_measures(p.rounds, total_rounds(p), baseline),
+        round_measures(p.rounds, total_rounds(p), baseline, data_baseline=p.world.get("seed_gini_data")),
         key="sim_live_chart",
         config={"displaylogo": False},
     )
@@ -208,7 +208,7 @@ def results(p: SimProgress) -> None:
     chart, notes = st.columns([2.8, 1])
     baseline = p.world.get("initial_probe_rmse")
     chart.plotly_chart(
-        round_measures(p.rounds, total_rounds(p), baseline, height=700),
+        round_measures(p.rounds, total_rounds(p), baseline, 700, p.world.get("seed_gini_data")),
         key="sim_chart",
         config={"displaylogo": False},
     )
@@ -265,6 +265,7 @@ ROUND_COLUMNS = {
     "coverage": st.column_config.NumberColumn("Coverage", format="percent"),
     "gini": st.column_config.NumberColumn("Gini (cumulative)", format="%.3f"),
     "gini_round": st.column_config.NumberColumn("Gini (round)", format="%.3f"),
+    "gini_data": st.column_config.NumberColumn("Gini (data)", format="%.3f"),
     "mean_popularity": st.column_config.NumberColumn("Mean popularity", format="%.1f"),
     "probe_rmse": st.column_config.NumberColumn("Probe RMSE", format="%.4f"),
     "top5_share": st.column_config.NumberColumn("Top-5% share", format="percent"),

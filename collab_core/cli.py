@@ -596,7 +596,10 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> dict:
 POLICY_OPTIONS = ("policy", "rounds", "k", "explore_share", "explore_from", "damping", "choice", "center",
                   "temperature", "finetune_epochs", "users_per_round")  # fmt: skip
 WORLD_OPTIONS = ("seed", "seed_share", "probe_share", "noise_sd")
-SIM_HEADER = "round  coverage  gini    gini_round  mean_popularity  probe_rmse  top5_share  consumed  seconds"
+SIM_HEADER = (
+    "round  coverage  gini    gini_round  gini_data  mean_popularity  probe_rmse  top5_share  "
+    "consumed  seconds"
+)
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> dict:
@@ -615,7 +618,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> dict:
     print(SIM_HEADER, flush=True)
 
     def show(r) -> None:
-        print(f"{r.round:<7d}{r.coverage:<10.3f}{r.gini:<8.3f}{r.gini_round:<12.3f}"
+        print(f"{r.round:<7d}{r.coverage:<10.3f}{r.gini:<8.3f}{r.gini_round:<12.3f}{r.gini_data:<11.3f}"
               f"{r.mean_popularity:<17.1f}{r.probe_rmse:<12.4f}{r.top5_share:<12.3f}{r.consumed:<10d}"
               f"{r.seconds:.2f}", flush=True)  # fmt: skip
 

@@ -125,6 +125,11 @@ class World:
     seconds: float = 0.0
 
     @property
+    def seed_gini_data(self) -> float:
+        """Gini of the ratings per movie in the seed: where the system's data starts."""
+        return gini(np.bincount(self.encoded.item_idx.numpy()[self.seed_rows], minlength=self.n_items)[1:])
+
+    @property
     def n_users(self) -> int:
         return self.encoded.n_users
 
@@ -161,6 +166,7 @@ class Round:
     coverage: float  # share of the catalogue shown at least once so far
     gini: float  # Gini of the cumulative shown counts over all movies
     gini_round: float  # Gini of this round's shown counts
+    gini_data: float  # Gini of the ratings per movie in the system's data after this round
     mean_popularity: float  # mean real-data ratings of the movies shown this round
     probe_rmse: float  # the system model's RMSE on the probe, after this round's fine-tuning
     top5_share: float  # share of this round's new ratings from the most active 5% of users
@@ -188,6 +194,7 @@ class Simulation:
     popularity: np.ndarray = field(repr=False)
     stopped: bool = False
     seconds: float = 0.0
+    initial_gini_data: float = math.nan  # Gini of the seed's ratings per movie (round 0 of gini_data)
 
     def to_dict(self) -> dict:
         """The CLI's JSON: parameters, assumptions and the per-round measures."""
@@ -198,6 +205,7 @@ class Simulation:
             "assumptions": self.assumptions,
             "noise_sd": self.noise_sd,
             "initial_probe_rmse": self.initial_probe_rmse,
+            "initial_gini_data": self.initial_gini_data,
             "true_probe_rmse": self.true_probe_rmse,
             "stopped": self.stopped,
             "seconds": self.seconds,
@@ -355,6 +363,7 @@ def run_policy(
                 coverage=coverage(cumulative[1:]),
                 gini=gini(cumulative[1:]),
                 gini_round=gini(counts[1:]),
+                gini_data=gini(known[1:]),
                 mean_popularity=float(world.popularity[shown[filled]].mean()) if filled.any() else math.nan,
                 probe_rmse=probe_rmse,
                 top5_share=float(world.active[new_users].mean()) if n_new else 0.0,
@@ -370,7 +379,7 @@ def run_policy(
     return Simulation(
         params, wp, world.assumptions() | policy_assumptions(params), rounds, world.initial_probe_rmse,
         world.true_probe_rmse, world.noise_sd, first, last, world.titles, world.popularity, stopped,
-        time.perf_counter() - start,
+        time.perf_counter() - start, world.seed_gini_data,
     )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from collab_ui.charts import PALETTE
 MEASURES = {  # Round field -> panel title, hover format
     "coverage": ("Catalogue coverage (cumulative share shown)", ".1%"),
     "gini": ("Gini of exposure (cumulative)", ".3f"),
-    "gini_round": ("Gini of exposure (this round)", ".3f"),
+    "gini_data": ("Gini of the system's data (ratings per movie)", ".3f"),
     "mean_popularity": ("Mean popularity of what is shown", ".1f"),
     "probe_rmse": ("Probe RMSE of the system model", ".4f"),
     "top5_share": ("New ratings from the top-5% users", ".1%"),
@@ -20,10 +20,14 @@ POLICY_COLOURS = {"topk": PALETTE[0], "explore": PALETTE[1], "damped": PALETTE[2
 
 
 def round_measures(
-    rounds: dict[str, tuple[Round, ...]], total_rounds: int, baseline: float | None = None, height: int = 620
+    rounds: dict[str, tuple[Round, ...]],
+    total_rounds: int,
+    baseline: float | None = None,
+    height: int = 620,
+    data_baseline: float | None = None,
 ) -> go.Figure:
     """A 2 x 3 grid of the measures by round, one line per policy (baseline: the seed model's probe
-    RMSE, drawn as round 0 of the probe panel)."""
+    RMSE, drawn as round 0 of the probe panel; data_baseline: the seed's Gini, round 0 of its panel)."""
     fig = make_subplots(
         rows=2,
         cols=3,
@@ -36,8 +40,9 @@ def round_measures(
         for i, (name, (title, fmt)) in enumerate(MEASURES.items()):
             x = [r.round for r in done]
             y = [getattr(r, name) for r in done]
-            if name == "probe_rmse" and baseline is not None:
-                x, y = [0, *x], [baseline, *y]
+            start = {"probe_rmse": baseline, "gini_data": data_baseline}.get(name)
+            if start is not None:
+                x, y = [0, *x], [start, *y]
             fig.add_trace(
                 go.Scatter(
                     x=x,

@@ -87,7 +87,8 @@ class SimulationJob:
             self._update(stage="building the world: training the true model and the seed model…")
             world = build_world(self._dataset, self._world, self._device, self._stop.is_set)
             info = {"noise_sd": world.noise_sd, "true_probe_rmse": world.true_probe_rmse,
-                    "initial_probe_rmse": world.initial_probe_rmse, "seed_ratings": len(world.seed_rows),
+                    "initial_probe_rmse": world.initial_probe_rmse,
+                    "seed_gini_data": world.seed_gini_data, "seed_ratings": len(world.seed_rows),
                     "probe_ratings": len(world.probe_rows), "seconds": world.seconds}  # fmt: skip
             self._update(world=info)
             results: list[Simulation] = []

@@ -5,6 +5,7 @@ Chromium). Runs are kept short (a few rounds, all users, the fast recipe's few e
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -117,6 +118,8 @@ def test_top_k_concentrates_exposure_and_exploration_keeps_it_lower(world):
     loop shows up against a control in which the system never learns (finetune_epochs=0): from the
     same start, learning from the ratings it caused keeps top-k's per-round exposure more
     concentrated than consumption alone would. Exploration keeps exposure lower in every round.
+    The loop is plainest in the data the system learns from: under top-k its ratings per movie grow
+    more unequal round after round (Gini 0.72 -> 0.81 in 6 rounds at ml-100k), less so with exploration.
     """
     rounds = 6
     topk = run_policy(world, PolicyParams(policy="topk", rounds=rounds, k=10))
@@ -129,6 +132,11 @@ def test_top_k_concentrates_exposure_and_exploration_keeps_it_lower(world):
         assert e.coverage > t.coverage
         assert e.mean_popularity < t.mean_popularity
     assert topk.rounds[-1].coverage < 0.6 < explore.rounds[-1].coverage
+    # what the system learns from concentrates: its ratings per movie grow more unequal every round
+    # under top-k, from the seed's level, and exploration keeps them less so
+    data = [world.seed_gini_data] + [r.gini_data for r in topk.rounds]
+    assert all(b > a for a, b in itertools.pairwise(data)), data
+    assert all(e.gini_data < t.gini_data for t, e in zip(topk.rounds, explore.rounds))
 
 
 def test_damping_shows_less_popular_movies(world):
