@@ -486,17 +486,9 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> dict:
 
 
 def cmd_compare(args: argparse.Namespace, settings: Settings) -> dict:
-    store = store_from_args(args, settings)
-    records = [stored_key(store, key) for key in (args.key_a, args.key_b)]  # before the data is read
-    dataset = load_data(args, settings)
-    for record in records:
-        if record.data.fingerprint != dataset.fingerprint:
-            raise UsageError(f"model {record.key} was trained on {record.data.name}, not on the data given "
-                             f"({dataset.name}): pass its data with --data")  # fmt: skip
     from collab_core.compare import compare, most_changed
-    from collab_core.learner import load_trained
 
-    a, b = (load_trained(dataset, record, store, args.device) for record in records)
+    a, b = stored_models(args, settings, args.key_a, args.key_b)
     found = compare(a, b, k=args.k, min_ratings=args.min_ratings, n=args.n)
     result = found.to_dict(args.n)
     if not args.json:
@@ -510,10 +502,27 @@ def stored_key(store: ModelStore, key: str) -> StoredModel:
         raise UsageError(f"{key!r} is not a store key (the 16 hex digits `train --json` prints as key)")
     found = [r for r in store.list() if r.key.startswith(key)]
     if not found:
-        raise UsageError(f"model {key} is not in the store {store.root}")
+        raise UsageError(f"model key {key!r} is not in the store {store.root}")
     if len(found) > 1:
         raise UsageError(f"model {key} is ambiguous in {store.root}: {', '.join(r.key for r in found)}")
     return found[0]
+
+
+def stored_models(args: argparse.Namespace, settings: Settings, *keys: str) -> list[Trained]:
+    """Models of the store by key (or unique prefix), opened on the data the options name. The keys
+    are checked before the data is read; a key not in the store, or of a model trained on other
+    data, is a UsageError that says which."""
+    store = store_from_args(args, settings)
+    records = [stored_key(store, key) for key in keys]
+    dataset = load_data(args, settings)
+    for record in records:
+        if record.data.fingerprint != dataset.fingerprint:
+            raise UsageError(f"model {record.key} was trained on {record.data.name} "
+                             f"({record.data.n_ratings:,} ratings), not on the data given "
+                             f"({dataset.name}): pass its data with --data")  # fmt: skip
+    from collab_core.learner import load_trained
+
+    return [load_trained(dataset, record, store, args.device) for record in records]
 
 
 def print_comparison(found, changed, bias_correlation: float | None) -> None:
@@ -565,26 +574,10 @@ def cmd_synth(args: argparse.Namespace, settings: Settings) -> dict:
     return {"folder": str(folder), "ratings": spec.n_ratings, "bytes": size, "seconds": seconds}
 
 
-def stored_model(args: argparse.Namespace, settings: Settings, key: str) -> Trained:
-    """A model of the store by its key, opened on the data the options name; a key not in the store,
-    or of a model trained on other data, is a UsageError that says which."""
-    store = store_from_args(args, settings)
-    record = next((r for r in store.list() if r.key == key), None)
-    if record is None:
-        raise UsageError(f"model key {key!r} is not in the store {store.root}")
-    dataset = load_data(args, settings)
-    if record.data.fingerprint != dataset.fingerprint:
-        raise UsageError(f"model {key} was trained on other data ({record.data.name}, "
-                         f"{record.data.n_ratings:,} ratings), not on {dataset.name}")  # fmt: skip
-    from collab_core.learner import load_trained
-
-    return load_trained(dataset, record, store, args.device)
-
-
 def cmd_export(args: argparse.Namespace, settings: Settings) -> dict:
     from collab_core.export import write_export
 
-    trained = stored_model(args, settings, args.model_key)
+    (trained,) = stored_models(args, settings, args.model_key)
     rows = write_export(trained, args.out, args.format)
     for name, n in rows.items():
         print(f"wrote {args.out / name} ({n:,} rows)")

@@ -115,7 +115,5 @@ def test_export_of_a_model_of_other_data_exits_2(store_cli, trained_edb, tmp_pat
     done = store_cli("export", "--data", str(ratings), "--model-key", trained_edb.key, str(tmp_path / "out"))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        f"error: model {trained_edb.key} was trained on other data"
-    )
+    assert len(lines) == 1 and lines[0].startswith(f"error: model {trained_edb.key} was trained on ml-100k")
     assert "ml-100k" in lines[0] and "ratings.csv" in lines[0]
