@@ -296,7 +296,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
     recipe = choose_recipe(args, settings, dataset)
     config = recipe.config
     from collab_core import distributed
-    from collab_core.learner import get_or_train
+    from collab_core.learner import get_or_train, kept_inputs
     from collab_core.snapshots import N_ITEMS
 
     keep = {"snapshot_items": N_ITEMS if args.snapshot_movies is None else args.snapshot_movies}
@@ -315,7 +315,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> dict | None:
         finally:
             distributed.leave()
     else:
-        trained = get_or_train(dataset, config, store, args.device, callback=EpochTable(), **keep)
+        kept = kept_inputs(dataset, config, settings.cache_dir)  # big data: read back, not made again
+        trained = get_or_train(dataset, config, store, args.device, callback=EpochTable(), **keep, **kept)
     if store is not None:  # only a run that ended well leaves a note in the store
         store.remember_fingerprint(signature, dataset.fingerprint)
     if trained.from_store:
@@ -401,12 +402,13 @@ def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> dict:
 def _trained(args: argparse.Namespace, settings: Settings) -> Trained:
     """The model recommend/similar answer with: from the store, trained (and saved) if missing."""
     store = store_from_args(args, settings)
-    from collab_core.learner import get_or_train
+    from collab_core.learner import get_or_train, kept_inputs
 
     dataset = load_data(args, settings)
     recipe = choose_recipe(args, settings, dataset)
     print_recipe(recipe, args, len(dataset.ratings))
-    trained = get_or_train(dataset, recipe.config, store, args.device)
+    kept = kept_inputs(dataset, recipe.config, settings.cache_dir)
+    trained = get_or_train(dataset, recipe.config, store, args.device, **kept)
     path = store.root / f"{trained.key}.pt"
     where = f"loaded from {path}" if trained.from_store else f"trained and saved as {path}"
     print(f"model {trained.config.model}: {where}", file=sys.stderr)

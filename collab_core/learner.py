@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,13 @@ def prepare(
     if len(train_rows) < config.bs:  # caught here, before a lock or a model exists
         raise ConfigError(f"batch size {config.bs} is larger than the {len(train_rows)} training ratings")
     return encoded, train_rows, valid_rows
+
+
+def kept_inputs(dataset: Dataset, config: TrainConfig, cache_dir: Path) -> dict[str, object]:
+    """get_or_train's encoded= and rows= for config, kept in (or read back from) cache_dir: a later
+    process on big data reads them back instead of making them again (see encode and split)."""
+    rows = split(dataset, config.split, config.valid_pct, config.seed, cache_dir=cache_dir)
+    return {"encoded": encode(dataset, config.item_key, cache_dir=cache_dir), "rows": rows}
 
 
 def build_model(
