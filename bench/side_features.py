@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--epochs", default="3,5", help="epoch counts to choose from on the inner validation")
     parser.add_argument("--models", default="side_nn,embedding_nn,dot_bias_ce")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: small ops, busy machines)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # a second thread spins against other processes on a shared machine
     dataset = load_dataset(args.data)
     device = pick_device(args.device)
     candidates = [int(e) for e in args.epochs.split(",")]
