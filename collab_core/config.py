@@ -155,5 +155,6 @@ def entry_key(config: TrainConfig, fingerprint: str) -> str:
 # family wherever the user did not set them (the command line's flags, the Train page's form).
 FAMILY_DEFAULTS: dict[str, dict] = {
     "side_nn": {"epochs": 5, "lr": 5e-3, "wd": 0.1},  # embedding_nn's recipe: the features are the difference
-    "dot_bias_ce": {"epochs": 3, "lr": 5e-3, "wd": 0.1},  # cross-entropy overfits sooner: by epoch 4 on u1
+    # cross-entropy overfits sooner: on 10% carved from u1.base, 3 epochs reach MSE 0.825, 5 reach 0.836
+    "dot_bias_ce": {"epochs": 3, "lr": 5e-3, "wd": 0.1},
 }
