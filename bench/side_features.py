@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--epochs", default="3,5", help="epoch counts to choose from on the inner validation")
     parser.add_argument("--models", default="side_nn,embedding_nn,dot_bias_ce")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: small ops, busy machines)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # a second thread spins against other processes on a shared machine
     dataset = load_dataset(args.data)
     device = pick_device(args.device)
     candidates = [int(e) for e in args.epochs.split(",")]
@@ -62,11 +64,11 @@ def row(dataset, config: TrainConfig, candidates: list[int], device: torch.devic
     rng = np.random.default_rng(config.seed)
     held = rng.random(len(base)) < INNER_VALID
     inner = {}
-    for epochs in candidates:  # choose the epochs on the inner validation only
+    for epochs in candidates if len(candidates) > 1 else []:  # choose on the inner validation only
         _, result = fit(dataclasses.replace(config, epochs=epochs), encoded, base[~held], base[held], device,
                         inputs=inputs)  # fmt: skip
         inner[epochs] = result.metrics["mse"]
-    best = min(inner, key=inner.get)
+    best = min(inner, key=inner.get) if inner else candidates[0]  # one candidate: nothing to choose
     final_config = dataclasses.replace(config, epochs=best)
     start = time.perf_counter()
     model, result = fit(final_config, encoded, base, test, device, inputs=inputs)
@@ -78,7 +80,7 @@ def row(dataset, config: TrainConfig, candidates: list[int], device: torch.devic
     users, movies, ratings = (t[torch.from_numpy(cold.astype(np.int64))] for t in
                               (encoded.user_idx.long(), encoded.item_idx.long(), encoded.rating))  # fmt: skip
     cold_rmse = math.sqrt(float(((predict(model, users, movies).cpu() - ratings) ** 2).mean()))
-    extra = f"inner valid MSE by epochs {', '.join(f'{e}: {m:.4f}' for e, m in inner.items())}"
+    extra = f"inner valid MSE by epochs {', '.join(f'{e}: {m:.4f}' for e, m in inner.items()) or '(fixed)'}"
     m = result.metrics
     if "accuracy" in m:
         record = fitted_record("bench", final_config, dataset, encoded, base, test, result)

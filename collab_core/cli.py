@@ -346,6 +346,10 @@ def _report_stored(record: StoredModel, root: Path, config: TrainConfig) -> dict
 
 
 def _train_json(record: StoredModel, config: TrainConfig, from_store: bool) -> dict:
+    classes = {}  # a cross-entropy model's own figures (its train_loss is the cross-entropy)
+    if record.metrics.accuracy is not None:
+        classes = {"valid_accuracy": record.metrics.accuracy, "valid_log_loss": record.metrics.log_loss,
+                   "valid_log_loss_per_epoch": list(record.history.valid_log_loss)}  # fmt: skip
     return {
         "model": config.model,
         "key": record.key,
@@ -358,6 +362,7 @@ def _train_json(record: StoredModel, config: TrainConfig, from_store: bool) -> d
         "device": record.device,
         "config": config.to_dict(),
         "snapshots": record.snapshots,  # frames of the movie map through training stored (--no-save: taken)
+        **classes,
     }
 
 

@@ -149,7 +149,8 @@ FAMILY_DEFAULTS: dict[str, dict] = {
     "autorec": {"n_factors": 500, "epochs": 40, "lr": 1.0, "wd": 1.0, "wd_bias": None, "sparse": False},
     "glocal_k": {"n_factors": 500, "epochs": 60, "lr": 1.0, "wd": 20.0, "wd_bias": None, "sparse": False},
     "side_nn": {"epochs": 5, "lr": 5e-3, "wd": 0.1},  # embedding_nn's recipe: the features are the difference
-    "dot_bias_ce": {"epochs": 3, "lr": 5e-3, "wd": 0.1},  # cross-entropy overfits sooner: by epoch 4 on u1
+    # cross-entropy overfits sooner: on 10% carved from u1.base, 3 epochs reach MSE 0.825, 5 reach 0.836
+    "dot_bias_ce": {"epochs": 3, "lr": 5e-3, "wd": 0.1},
 }
 
 

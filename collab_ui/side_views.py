@@ -152,7 +152,7 @@ def rating_classes(trained: Trained, user: object | None, movies: list[str]) -> 
 def distribution_chart(dist: pd.DataFrame, expected: float, movie: str) -> go.Figure:
     labels = [f"{p:.0%}" for p in dist["probability"]]
     bars = go.Bar(
-        x=dist["level"], y=dist["probability"], text=labels, textposition="outside", marker_color="#4C78A8"
+        x=dist["level"], y=dist["probability"], text=labels, textposition="auto", marker_color="#4C78A8"
     )
     fig = go.Figure(bars)
     fig.add_vline(x=expected, line_dash="dot", annotation_text=f"expected {expected:.2f}",

@@ -276,6 +276,7 @@ def test_cli_train_recommend_explain(key, ml100k_dir, tmp_path):
 
     trained = run("train")
     assert trained["model"] == key and trained["valid_rmse"] < 1.2 and len(trained["valid_loss"]) == 1
+    assert ("valid_accuracy" in trained) == (key == "dot_bias_ce")
     recs = run("recommend", "--user", "1", "--n", "5")
     assert len(recs["recommendations"]) == 5 and recs["key"] == trained["key"]
     why = run("explain", "--user", "1", "--movie", "Star Wars (1977)")
