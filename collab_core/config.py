@@ -72,7 +72,9 @@ class Field:
 
 # fmt: off
 FIELDS = {  # TrainConfig's fields in its order: flag, type, help, accepted values
-    "model": Field("--model", str, "the model family: the chapter's seven, side_nn, dot_bias_ce, autorec, glocal_k", choices=MODEL_KEYS),
+    "model": Field(
+        "--model", str, "the chapter's seven, side_nn, dot_bias_ce, autorec or glocal_k", choices=MODEL_KEYS
+    ),
     "n_factors": Field("--factors", int, "embedding width (the NN models size their own)", low=1, high=1024),
     "epochs": Field("--epochs", int, "passes over the training ratings", low=1, high=1000),
     "lr": Field("--lr", float, "peak learning rate of the one cycle", low=0.0, high=10.0, open_low=True),
