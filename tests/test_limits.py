@@ -110,7 +110,7 @@ def test_the_store_refuses_a_non_finite_model(tmp_path):
         ("--lr", "-0.01", r"lr must be in \(0, 10\], not -0\.01"),
         ("--lr", "nan", r"lr must be in \(0, 10\], not nan"),
         ("--lr", "1e6", r"lr must be in \(0, 10\], not 1000000\.0"),
-        ("--wd", "inf", r"wd must be in \[0, 10\], not inf"),
+        ("--wd", "inf", r"wd must be in \[0, 100\], not inf"),
     ],
 )
 def test_absurd_configs_are_refused_with_their_range(flag, value, message, table, tmp_path, capsys):

@@ -365,7 +365,7 @@ def test_batch_larger_than_the_data(data):
         ("lr", 0.0, r"lr must be in \(0, 10\], not 0\.0"),
         ("lr", -1e-3, r"lr must be in \(0, 10\], not -0\.001"),
         ("lr", math.nan, r"lr must be in \(0, 10\], not nan"),
-        ("wd", -0.1, r"wd must be in \[0, 10\], not -0\.1"),
+        ("wd", -0.1, r"wd must be in \[0, 100\], not -0\.1"),
         ("model", "svd", r"unknown model 'svd'; choose one of dot, dot_range"),
         ("y_range", (5.5, 0.0), r"y_range must be two finite numbers low < high"),
     ],
