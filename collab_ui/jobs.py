@@ -34,6 +34,37 @@ RUNNING, DONE, STOPPED, FAILED = "running", "done", "stopped", "failed"
 Inputs = Callable[[Dataset, TrainConfig], tuple[Encoded, tuple[np.ndarray, np.ndarray]]]
 
 
+class BackgroundJob:
+    """A run in a daemon thread (`_run`), observed through `progress()` under a lock and stopped
+    from any session: the shape of the training and the simulation jobs."""
+
+    _progress: object  # a frozen dataclass with a `status`; set before BackgroundJob.__init__
+
+    def __init__(self, name: str):
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the run to stop at its next check (after the current batch)."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def status(self) -> str:
+        with self._lock:
+            return self._progress.status
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class Progress:
     """What a page needs to draw a job: a consistent copy, safe to read without the lock."""
@@ -59,7 +90,7 @@ class Progress:
     map_frames: int = 0  # frames planned for the run
 
 
-class TrainingJob:
+class TrainingJob(BackgroundJob):
     """One training run in a daemon thread, observable and stoppable from any session."""
 
     def __init__(
@@ -71,33 +102,15 @@ class TrainingJob:
         inputs: Inputs | None = None,
     ):
         self._dataset, self._store, self._device, self._inputs = dataset, store, device, inputs
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._losses: list[float] = []
         self._epochs: list[dict] = []
         self._basis: np.ndarray | None = None  # the live map's axes, kept from frame to frame
         self._progress = Progress(RUNNING, config, entry_key(config, dataset.fingerprint))
-        self._thread = threading.Thread(target=self._run, name=f"train-{self._progress.key}", daemon=True)
-
-    def start(self) -> TrainingJob:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Ask the loop to stop after its current batch."""
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        super().__init__(f"train-{self._progress.key}")
 
     def progress(self) -> Progress:
         with self._lock:
             return replace(self._progress, batch_losses=tuple(self._losses), epochs=tuple(self._epochs))
-
-    @property
-    def status(self) -> str:
-        with self._lock:
-            return self._progress.status
 
     def _on_event(self, event: BatchEvent | EpochEvent | SnapshotEvent) -> None:
         if isinstance(event, SnapshotEvent):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from collab_core.data import Dataset
 from collab_core.errors import CollabError, TrainingCancelled
 from collab_core.simulate import PolicyParams, Round, Simulation, WorldParams, build_world, run_policy
-from collab_ui.jobs import DONE, FAILED, RUNNING, STOPPED
+from collab_ui.jobs import DONE, FAILED, RUNNING, STOPPED, BackgroundJob
 
 RunKey = tuple[str, WorldParams, tuple[PolicyParams, ...]]  # data fingerprint, world, policies
 
@@ -39,37 +39,19 @@ class SimProgress:
         return sum(len(r) for r in self.rounds.values())
 
 
-class SimulationJob:
+class SimulationJob(BackgroundJob):
     """One simulation (one world, one or several policies) in a daemon thread, stoppable from any session."""
 
     def __init__(self, dataset: Dataset, world: WorldParams, policies: tuple[PolicyParams, ...], device: str):
         self._dataset, self._world, self._device = dataset, world, device
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._progress = SimProgress(RUNNING, policies)
-        self._thread = threading.Thread(target=self._run, name="simulate", daemon=True)
-
-    def start(self) -> SimulationJob:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Ask the run to stop after its current batch; the rounds finished so far are kept."""
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        self._progress = SimProgress(RUNNING, policies)  # Stop keeps the rounds finished so far
+        super().__init__("simulate")
 
     def progress(self) -> SimProgress:
         with self._lock:
             p = self._progress
             elapsed = time.time() - p.started if p.status == RUNNING else p.elapsed
             return replace(p, rounds=dict(p.rounds), elapsed=elapsed)
-
-    @property
-    def status(self) -> str:
-        with self._lock:
-            return self._progress.status
 
     def _update(self, **changes) -> None:
         with self._lock:
