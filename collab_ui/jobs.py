@@ -62,6 +62,23 @@ class BackgroundJob:
             return self._progress.status
 
     def _run(self) -> None:
+        """The work, then its outcome: done, stopped (Stop), or failed with one line for the page."""
+        try:
+            outcome = self._work()
+        except TrainingCancelled as e:
+            self._finish(STOPPED, str(e))
+        except CollabError as e:
+            self._finish(FAILED, " ".join(str(e).split()))
+        except Exception as e:  # noqa: BLE001 -- a worker thread must hand every failure to the page
+            self._finish(FAILED, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+        else:
+            self._finish(DONE, **outcome)
+
+    def _work(self) -> dict:
+        """Run; return what `_finish` records beside DONE. Raise TrainingCancelled when stopped."""
+        raise NotImplementedError
+
+    def _finish(self, status: str, message: str = "", **outcome) -> None:
         raise NotImplementedError
 
 
@@ -161,28 +178,20 @@ class TrainingJob(BackgroundJob):
             self._progress = replace(self._progress, status=status, message=message, from_store=from_store)
         self._dataset = self._inputs = None  # the registry outlives the run; the data need not
 
-    def _run(self) -> None:
+    def _work(self) -> dict:
         p = self._progress
-        try:
-            encoded, rows = self._inputs(self._dataset, p.config) if self._inputs else (None, None)
-            trained = get_or_train(
-                self._dataset,
-                p.config,
-                self._store,
-                self._device,
-                callback=self._on_event,
-                should_stop=self._stop.is_set,
-                encoded=encoded,
-                rows=rows,
-            )
-        except TrainingCancelled as e:
-            self._finish(STOPPED, str(e))
-        except CollabError as e:
-            self._finish(FAILED, " ".join(str(e).split()))
-        except Exception as e:  # noqa: BLE001 -- a worker thread must hand every failure to the page
-            self._finish(FAILED, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
-        else:
-            self._finish(DONE, from_store=trained.from_store)
+        encoded, rows = self._inputs(self._dataset, p.config) if self._inputs else (None, None)
+        trained = get_or_train(
+            self._dataset,
+            p.config,
+            self._store,
+            self._device,
+            callback=self._on_event,
+            should_stop=self._stop.is_set,
+            encoded=encoded,
+            rows=rows,
+        )
+        return {"from_store": trained.from_store}
 
 
 class JobRegistry:

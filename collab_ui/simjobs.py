@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass, field, replace
 
 from collab_core.data import Dataset
-from collab_core.errors import CollabError, TrainingCancelled
+from collab_core.errors import TrainingCancelled
 from collab_core.simulate import PolicyParams, Round, Simulation, WorldParams, build_world, run_policy
-from collab_ui.jobs import DONE, FAILED, RUNNING, STOPPED, BackgroundJob
+from collab_ui.jobs import RUNNING, BackgroundJob
 
 RunKey = tuple[str, WorldParams, tuple[PolicyParams, ...]]  # data fingerprint, world, policies
 
@@ -64,32 +64,24 @@ class SimulationJob(BackgroundJob):
             total = next(x.rounds for x in p.policies if x.policy == policy)
             self._progress = replace(p, rounds=rounds, stage=f"{policy}: round {r.round} of {total} done")
 
-    def _run(self) -> None:
-        try:
-            self._update(stage="building the world: training the true model and the seed model…")
-            world = build_world(self._dataset, self._world, self._device, self._stop.is_set)
-            info = {"noise_sd": world.noise_sd, "true_probe_rmse": world.true_probe_rmse,
-                    "initial_probe_rmse": world.initial_probe_rmse,
-                    "seed_gini_data": world.seed_gini_data, "seed_ratings": len(world.seed_rows),
-                    "probe_ratings": len(world.probe_rows), "seconds": world.seconds}  # fmt: skip
-            self._update(world=info)
-            results: list[Simulation] = []
-            for params in self._progress.policies:
-                self._update(stage=f"{params.policy}: round 1 of {params.rounds}…")
-                sim = run_policy(world, params, lambda r, name=params.policy: self._on_round(name, r),
-                                 self._stop.is_set)  # fmt: skip
-                results.append(sim)
-                self._update(results=tuple(results))
-                if sim.stopped:
-                    raise TrainingCancelled(f"stopped during {params.policy}, after {len(sim.rounds)} rounds")
-        except TrainingCancelled as e:
-            self._finish(STOPPED, str(e))
-        except CollabError as e:
-            self._finish(FAILED, " ".join(str(e).split()))
-        except Exception as e:  # noqa: BLE001 -- a worker thread must hand every failure to the page
-            self._finish(FAILED, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
-        else:
-            self._finish(DONE)
+    def _work(self) -> dict:
+        self._update(stage="building the world: training the true model and the seed model…")
+        world = build_world(self._dataset, self._world, self._device, self._stop.is_set)
+        info = {"noise_sd": world.noise_sd, "true_probe_rmse": world.true_probe_rmse,
+                "initial_probe_rmse": world.initial_probe_rmse,
+                "seed_gini_data": world.seed_gini_data, "seed_ratings": len(world.seed_rows),
+                "probe_ratings": len(world.probe_rows), "seconds": world.seconds}  # fmt: skip
+        self._update(world=info)
+        results: list[Simulation] = []
+        for params in self._progress.policies:
+            self._update(stage=f"{params.policy}: round 1 of {params.rounds}…")
+            sim = run_policy(world, params, lambda r, name=params.policy: self._on_round(name, r),
+                             self._stop.is_set)  # fmt: skip
+            results.append(sim)
+            self._update(results=tuple(results))
+            if sim.stopped:
+                raise TrainingCancelled(f"stopped during {params.policy}, after {len(sim.rounds)} rounds")
+        return {}
 
     def _finish(self, status: str, message: str = "") -> None:
         with self._lock:

@@ -11,20 +11,16 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from appserver import ARTIFACTS, streamlit_server
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COLLAB_DATA_DIR") or ROOT.parent / "shared/data/ml-100k")
-ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -63,12 +59,6 @@ if not (DATA / "u.data").is_file():
 TIMINGS: dict[str, float] = {}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
     """Resident memory of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -81,50 +71,13 @@ def rss_mb(pid: int) -> float:
 def server(tmp_path_factory):
     """`streamlit run streamlit_app.py` headless on a free loopback port, with an empty store."""
     models = tmp_path_factory.mktemp("models")
-    port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     for old in ARTIFACTS.glob("*.png"):
         old.unlink()
-    env = {**os.environ, "COLLAB_DATA_DIR": str(DATA), "COLLAB_MODELS_DIR": str(models)}
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(ROOT / "streamlit_app.py"),
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.fileWatcherType",
-        "none",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    with open(ARTIFACTS / "server.log", "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert process.poll() is None, f"streamlit exited early; see {ARTIFACTS / 'server.log'}"
-            assert time.monotonic() < deadline, "streamlit did not answer /_stcore/health in 60 s"
-            time.sleep(0.25)
-        yield {"url": url, "pid": process.pid, "models": models}
+        with streamlit_server(models, "server.log", COLLAB_DATA_DIR=str(DATA)) as (url, process):
+            yield {"url": url, "pid": process.pid, "models": models}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
         (ARTIFACTS / "timings.json").write_text(json.dumps(TIMINGS, indent=1))
 
 

@@ -3,22 +3,16 @@ B's. Screenshots go to test-artifacts/compare-*.png (gitignored)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
+from appserver import streamlit_server
 from test_browser import (  # noqa: F401  (browser, page: fixtures)
-    ARTIFACTS,
     DATA,
-    ROOT,
     SLOW,
     assert_no_exception,
     browser,
-    free_port,
     idle,
     page,
     screenshot,
@@ -42,30 +36,8 @@ def server(tmp_path_factory, ml100k, trained_edb, session_store):
         shutil.copy(session_store.root / name, store.root / name)
     for wd in (0.1, 0.0):
         get_or_train(ml100k, TrainConfig(wd=wd, **FAST), store, device="cpu")
-    port = free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    env = {**os.environ, "COLLAB_DATA_DIR": str(DATA), "COLLAB_MODELS_DIR": str(store.root)}
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.headless",
-               "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    with open(ARTIFACTS / "compare-server.log", "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "streamlit did not start"
-            time.sleep(0.25)
+    with streamlit_server(store.root, "compare-server.log", COLLAB_DATA_DIR=str(DATA)) as (url, _):
         yield {"url": url}
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 def test_a_lasso_on_one_map_marks_the_movies_on_both(server, page):  # noqa: F811

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -351,17 +352,19 @@ def test_the_recommend_page_panels(side_100k, ce_100k, session_store, ml100k_dir
 
 @pytest.mark.browser
 def test_screenshot_the_cold_start_and_distribution_panels(side_100k, ce_100k, session_store, tmp_path):
-    from test_browser import ARTIFACTS, assert_no_exception, idle, screenshot
+    from appserver import ARTIFACTS, streamlit_server
+    from test_browser import assert_no_exception, idle, screenshot
 
-    pytest.importorskip("playwright.sync_api")
-    server, browser = _browser_server(session_store, [side_100k.key, ce_100k.key], tmp_path)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    models = _app(session_store, [side_100k.key, ce_100k.key], tmp_path)
     shots = Path(os.environ.get("COLLAB_SHOTS", ARTIFACTS))
     shots.mkdir(parents=True, exist_ok=True)
-    ARTIFACTS.mkdir(exist_ok=True)
-    try:
+    with streamlit_server(models, "side-server.log") as (url, _), sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"),
+                                             args=["--headless", "--no-sandbox"])  # fmt: skip
         page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
         for key, name in ((side_100k.key, "side-coldstart"), (ce_100k.key, "side-ce-distribution")):
-            page.goto(f"{server['url']}/recommend?model={key}&user=42")
+            page.goto(f"{url}/recommend?model={key}&user=42")
             page.get_by_role("heading", level=1).first.wait_for(timeout=300_000)
             idle(page)
             assert_no_exception(page)
@@ -372,48 +375,7 @@ def test_screenshot_the_cold_start_and_distribution_panels(side_100k, ce_100k, s
             page.get_by_role("heading", name=heading).first.scroll_into_view_if_needed()
             screenshot(page, name)
             (ARTIFACTS / f"{name}.png").replace(shots / f"{name}.png")
-    finally:
-        server["stop"]()
-
-
-def _browser_server(session_store, keys, tmp_path):
-    import shutil as _shutil
-    import socket
-    import time
-    import urllib.request
-
-    from playwright.sync_api import sync_playwright
-
-    models = _app(session_store, keys, tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "COLLAB_MODELS_DIR": str(models)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "streamlit_app.py"),
-         "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                break
-        except OSError:
-            time.sleep(0.25)
-    playwright = sync_playwright().start()
-    browser = playwright.chromium.launch(
-        executable_path=_shutil.which("chromium"), args=["--headless", "--no-sandbox"]
-    )
-
-    def stop() -> None:
         browser.close()
-        playwright.stop()
-        process.terminate()
-        process.wait(timeout=15)
-
-    return {"url": url, "stop": stop}, browser
 
 
 def test_the_other_pages_take_both_models(

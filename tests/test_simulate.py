@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from appserver import streamlit_server
 
 from collab_core.errors import ConfigError
 from collab_core.simulate import (
@@ -293,63 +294,34 @@ def test_page_in_chromium_after_a_run(app_env, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("no chromium on PATH")
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.headless",
-               "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]  # fmt: skip
-    with open(artifacts / "simulate-server.log", "w") as log:
-        server = subprocess.Popen(
-            command, cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "streamlit did not start"
-                time.sleep(0.25)
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=chromium, args=["--headless", "--no-sandbox"]
-            )
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.goto(f"{url}/feedback")
-            page.get_by_role("heading", name="Feedback loops").wait_for(timeout=120_000)
-            rounds = page.get_by_label("Rounds")
-            rounds.fill("3")
-            rounds.press("Enter")
-            page.wait_for_timeout(1000)
-            page.get_by_role("button", name="Run the simulation").click()
-            # live: the progress, Stop and the plots so far, while the rounds run
-            page.get_by_text(re.compile(r"[2-8]/9 rounds")).wait_for(timeout=300_000)
-            assert page.get_by_role("button", name="Stop").is_visible()
-            page.screenshot(path=artifacts / "simulate-feedback-live.png")
-            page.get_by_text("Simulated 9 rounds").wait_for(timeout=300_000)
-            page.get_by_text("Movies that gained and lost the most exposure").wait_for(timeout=30_000)
-            page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=30_000)
-            page.wait_for_timeout(2000)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-            page.set_viewport_size({"width": 1500, "height": min(max(height, 1000), 6000)})
-            page.wait_for_timeout(1500)
-            page.screenshot(path=artifacts / "simulate-feedback-page.png")
-            browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    with (
+        streamlit_server(app_env, "simulate-server.log") as (url, _),
+        sync_api.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.goto(f"{url}/feedback")
+        page.get_by_role("heading", name="Feedback loops").wait_for(timeout=120_000)
+        rounds = page.get_by_label("Rounds")
+        rounds.fill("3")
+        rounds.press("Enter")
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Run the simulation").click()
+        # live: the progress, Stop and the plots so far, while the rounds run
+        page.get_by_text(re.compile(r"[2-8]/9 rounds")).wait_for(timeout=300_000)
+        assert page.get_by_role("button", name="Stop").is_visible()
+        page.screenshot(path=artifacts / "simulate-feedback-live.png")
+        page.get_by_text("Simulated 9 rounds").wait_for(timeout=300_000)
+        page.get_by_text("Movies that gained and lost the most exposure").wait_for(timeout=30_000)
+        page.locator('[data-testid="stPlotlyChart"] .main-svg').first.wait_for(timeout=30_000)
+        page.wait_for_timeout(2000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        height = page.evaluate("document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+        page.set_viewport_size({"width": 1500, "height": min(max(height, 1000), 6000)})
+        page.wait_for_timeout(1500)
+        page.screenshot(path=artifacts / "simulate-feedback-page.png")
+        browser.close()
 
 
 def test_users_who_run_out_of_movies_are_shown_fewer(taste):
