@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from collab_core.analysis import learned_biases
 from collab_core.errors import ConfigError, DataError, check_n
 from collab_core.learner import Trained
 from collab_core.nets import DotModel
@@ -338,11 +339,9 @@ def bias_pairs(a: Trained, b: Trained, min_ratings: int = 0) -> pd.DataFrame:
     (at most MAX_POINTS, the most-rated); ConfigError if a model has no biases."""
     movies = shared_movies(a, b, min_ratings).iloc[:MAX_POINTS]
     biases = []
-    for name, model, items in ((a.key, a, movies.index), (b.key, b, movies["item_b"])):
-        found = model.model.biases()
-        if found is None:
-            raise ConfigError(f"model {name} ({model.config.model}) has no bias terms to compare")
-        biases.append(found[1].cpu()[torch.tensor(items.to_numpy(), dtype=torch.int64)].numpy())
+    for trained, items in ((a, movies.index), (b, movies["item_b"])):
+        item_biases = learned_biases(trained)[1].cpu()
+        biases.append(item_biases[torch.tensor(items.to_numpy(), dtype=torch.int64)].numpy())
     return movies.assign(bias_a=biases[0], bias_b=biases[1])[
         ["title", "bias_a", "bias_b", "mean_rating", "n_ratings"]
     ]

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from collab_core.data import Dataset
 from collab_core.errors import DataError
 
 UNKNOWN = "(unknown)"
@@ -64,7 +63,7 @@ class FeatureSpec:
         return names + (["year (z)", "year missing"] if self.year is not None else [])
 
     @classmethod
-    def of(cls, dataset: Dataset) -> FeatureSpec:
+    def of(cls, dataset) -> FeatureSpec:  # a data.Dataset (not imported: data.py sits above the models)
         """The spec of a dataset's users table and item genres/years (see the module docstring)."""
         notices = []
         users = dataset.users
@@ -141,7 +140,7 @@ class FeatureSpec:
                    pair(raw["year"]), tuple(raw["notices"]))  # fmt: skip
 
 
-def feature_matrices(dataset: Dataset, encoded, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+def feature_matrices(dataset, encoded, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     """(n_users, Du) and (n_items, Di) features of the encoded users and items; row 0 (#na#) zeros."""
     user_ids = pd.Index(encoded.users[1:])
     users = dataset.users.reindex(user_ids) if dataset.users is not None else pd.DataFrame(index=user_ids)

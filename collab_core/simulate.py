@@ -31,6 +31,7 @@ from collab_core.encoding import Encoded, encode
 from collab_core.errors import ConfigError, TrainingCancelled, check_n
 from collab_core.learner import build_model
 from collab_core.nets import CollabModel, DotModel
+from collab_core.ranking import dot_scores
 from collab_core.train import fit_one_cycle, pick_device, predict
 
 POLICIES = ("topk", "explore", "damped")
@@ -509,13 +510,9 @@ def _all_scores(model: CollabModel, n_users: int, n_items: int, device: torch.de
     """(n_users, n_items) predictions for every pair, as float32 NumPy: one matrix product for the
     dot-product models (10x faster than their forward over 1.6M pairs), pair by pair otherwise."""
     if isinstance(model, DotModel):
-        with torch.no_grad():
-            user_f, item_f = model.factors()
-            raw = user_f @ item_f.T  # (n_users, n_items)
-            if model.has_bias:
-                user_b, item_b = model.biases()
-                raw += user_b[:, None] + item_b[None, :]
-            return model.link(raw).float().cpu().numpy()
+        user_f, _ = model.factors()
+        biases = model.biases()
+        return dot_scores(model, user_f, None if biases is None else biases[0]).float().cpu().numpy()
     users = torch.arange(n_users).repeat_interleave(n_items)
     items = torch.arange(n_items).repeat(n_users)
     return predict(model, users, items, chunk=1 << 20).float().cpu().numpy().reshape(n_users, n_items)
