@@ -177,3 +177,22 @@ def test_a_job_trains_on_the_encoding_and_split_it_is_handed(taste, tmp_path):
     assert record.key == alone.key == job.progress().key
     assert record.history.valid_loss == alone.record.history.valid_loss
     assert weights_digest(load_trained(taste, record, store, "cpu")) == weights_digest(alone)
+
+
+def test_the_server_gives_blas_one_thread_per_call():
+    """collab_ui limits NumPy's and SciPy's OpenBLAS to one thread, also for a library loaded after
+    it: with their own spinning pools, two threads' calls on 2 cores starved each other (a training
+    job's 1 ms SVD took seconds while a session drew). A fresh interpreter, so the order is real."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy, collab_ui, scipy.linalg, threadpoolctl, json;"
+        "print(json.dumps([i['num_threads'] for i in threadpoolctl.threadpool_info()"
+        " if i['user_api'] == 'blas']))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    threads = json.loads(out.stdout)
+    assert len(threads) >= 2 and set(threads) == {1}, threads  # NumPy's pool and SciPy's, loaded later
