@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,24 +22,36 @@ from collab_core import learner, ranking
 from collab_core.config import TrainConfig
 from collab_core.learner import get_or_train, load_trained
 from collab_core.store import ModelStore
-from collab_ui.jobs import DONE, JobRegistry
+from collab_ui.jobs import DONE, FAILED, STOPPED, JobRegistry, TrainingJob
 
 SESSIONS, REQUESTS = 8, 20
 
 
+class FitLog:
+    """Trainings started, counted in a file: the app's jobs fit in forked processes (collab_ui.jobs),
+    whose appends to a list in this process would be lost."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.path.read_text().splitlines()) if self.path.exists() else 0
+
+
 @pytest.fixture
-def counted_fits(monkeypatch) -> list[float]:
-    """Every training started (its start time); each takes at least 0.3 s, so the sessions overlap."""
-    started: list[float] = []
+def counted_fits(monkeypatch, tmp_path_factory) -> FitLog:
+    """Every training started; each takes at least 0.3 s, so the sessions overlap."""
+    log = FitLog(tmp_path_factory.mktemp("fits") / "started")
     real = learner.fit_one_cycle
 
     def fit(*args, **kwargs):
-        started.append(time.perf_counter())
+        with open(log.path, "a") as f:
+            f.write(f"{os.getpid()} {time.perf_counter()}\n")
         time.sleep(0.3)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(learner, "fit_one_cycle", fit)
-    return started
+    return log
 
 
 def weights_digest(trained) -> str:
@@ -183,7 +198,6 @@ def test_the_server_gives_blas_one_thread_per_call():
     """collab_ui limits NumPy's and SciPy's OpenBLAS to one thread, also for a library loaded after
     it: with their own spinning pools, two threads' calls on 2 cores starved each other (a training
     job's 1 ms SVD took seconds while a session drew). A fresh interpreter, so the order is real."""
-    import os
     import subprocess
     import sys
 
@@ -196,3 +210,65 @@ def test_the_server_gives_blas_one_thread_per_call():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     threads = json.loads(out.stdout)
     assert len(threads) >= 2 and set(threads) == {1}, threads  # NumPy's pool and SciPy's, loaded later
+
+
+def fit_pids(log: FitLog) -> set[int]:
+    return {int(line.split()[0]) for line in log.path.read_text().splitlines()}
+
+
+def test_a_dot_model_trains_in_a_forked_process_to_the_same_weights(taste, tmp_path, counted_fits):
+    """A one-thread CPU fit runs in a child process (its own interpreter lock), relays every event,
+    and stores the weights a fit in this process gives, bit for bit; the child is gone after."""
+    config = TrainConfig(epochs=3, bs=16, n_factors=8, seed=7)
+    store = ModelStore(tmp_path / "app")
+    job = TrainingJob(taste, config, store, "cpu").start()
+    job.join(120)
+    p = job.progress()
+    assert p.status == DONE and not p.from_store, p.message
+    assert fit_pids(counted_fits) - {os.getpid()}  # fitted elsewhere
+    assert [row["epoch"] for row in p.epochs] == [0, 1, 2] and len(p.batch_losses) == p.step == p.total_steps
+    assert p.map_xy is not None and p.map_frame == p.map_frames - 1  # the live map's frames came too
+    assert not multiprocessing.active_children()
+    here = get_or_train(taste, config, None, "cpu")
+    stored = load_trained(taste, next(iter(store.list())), store, "cpu")
+    assert weights_digest(stored) == weights_digest(here)
+    assert p.epochs[-1]["valid_loss"] == here.record.history.valid_loss[-1]
+
+
+def test_a_neural_model_trains_in_the_servers_thread(taste, tmp_path, counted_fits):
+    """Two-thread fits stay in the worker thread: a forked child cannot use the parent's OpenMP pool."""
+    job = TrainingJob(taste, TrainConfig(model="embedding_nn", epochs=1, bs=16), ModelStore(tmp_path), "cpu")
+    job.start().join(120)
+    assert job.progress().status == DONE and fit_pids(counted_fits) == {os.getpid()}
+
+
+def test_stop_ends_a_forked_fit(taste, tmp_path):
+    job = TrainingJob(taste, TrainConfig(epochs=200, bs=16, n_factors=8), ModelStore(tmp_path), "cpu").start()
+    deadline = time.monotonic() + 60
+    while job.progress().step == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.stop()
+    job.join(60)
+    p = job.progress()
+    assert p.status == STOPPED and p.message.startswith("training stopped at epoch ")
+    assert not multiprocessing.active_children() and ModelStore(tmp_path).list() == []
+
+
+def test_a_forked_fit_that_diverges_says_why_in_one_line(taste, tmp_path):
+    config = TrainConfig(model="dot", lr=10.0, wd=0.0, epochs=3, bs=16)
+    job = TrainingJob(taste, config, ModelStore(tmp_path), "cpu").start()
+    job.join(60)
+    p = job.progress()
+    assert p.status == FAILED and "lower the learning rate" in p.message and "\n" not in p.message
+
+
+def test_a_training_process_killed_midway_is_reported_and_stores_nothing(taste, tmp_path, monkeypatch):
+    """The child dies as the kernel's out-of-memory killer would end it: the page gets one line."""
+    monkeypatch.setattr(learner, "fit_one_cycle", lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL))
+    job = TrainingJob(taste, TrainConfig(epochs=1, bs=16), ModelStore(tmp_path), "cpu").start()
+    job.join(60)
+    p = job.progress()
+    assert p.status == FAILED and p.message.startswith(
+        "the training process ended without a result (signal 9"
+    )
+    assert ModelStore(tmp_path).list() == []
