@@ -58,9 +58,10 @@ def progress_text(p: Progress) -> str:
 
 def training_panel(job: TrainingJob) -> None:
     """Live progress, loss curves and epoch table of a running job, and the movie map beside the
-    curve. Two fragments: the progress side redraws twice a second, the map every MAP_SECONDS (a
-    1,000-point WebGL map redrawn twice a second took the browser and the server time the fit needs:
-    the app's fit ran at 4.2x the CLI's with it, 2.2x without)."""
+    curve. Two fragments: the progress side redraws every CURVE_SECONDS, the map every MAP_SECONDS.
+    Their redraws take CPU from the fit (the browser's re-rendering above all, on a 2-core machine
+    that also runs the browser): with the fit in its own process, the app's fit ran at 1.21x the
+    CLI's with no redraws, 1.44x with the curve twice a second and the map every 2 s."""
     head = st.container()
     curve, movies = st.columns([3, 2])
     table = st.container()
@@ -69,10 +70,11 @@ def training_panel(job: TrainingJob) -> None:
         _live_map(job)
 
 
-MAP_SECONDS = 2.0  # the live map's redraw interval; a training run takes ~30 frames
+CURVE_SECONDS = 1.0  # the progress bar's, loss curve's and epoch table's redraw interval
+MAP_SECONDS = 2.0  # the live map's; a training run takes ~30 frames
 
 
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=CURVE_SECONDS)
 def _live_progress(job: TrainingJob, head, curve, table) -> None:
     p = job.progress()
     if p.status != RUNNING:
