@@ -290,7 +290,7 @@ def _book_button(ctx: Context) -> None:
         st.switch_page("app_pages/train.py")
 
 
-@st.fragment(run_every=1.0)  # as the training panel (draw.CURVE_SECONDS); cheap with no post-run GC (config.toml)
+@st.fragment(run_every=1.0)  # as the training panel (draw.CURVE_SECONDS); cheap with no post-run GC
 def _sidebar_status(job: TrainingJob) -> None:
     p = job.progress()
     if p.status != RUNNING:
