@@ -161,6 +161,20 @@ def test_pca_of_the_most_rated_items(trained_edb):
     assert coords[["pc1", "pc2"]].var().is_monotonic_decreasing
 
 
+def test_principal_axes_are_scikit_learns(trained_edb):
+    """The NumPy PCA gives scikit-learn's components (signs included), shares and coordinates."""
+    from sklearn.decomposition import PCA
+
+    result = pca_items(trained_edb, n_items=1000, k=3)
+    weights = trained_edb.model.factors()[1][torch.tensor(result.coords.index)].numpy()
+    reference = PCA(n_components=3, svd_solver="covariance_eigh").fit(weights)
+    np.testing.assert_allclose(result.components, reference.components_, atol=1e-4)
+    ratio = reference.explained_variance_ratio_
+    np.testing.assert_allclose(result.explained_variance_ratio, ratio, rtol=1e-4)
+    xy = result.coords[["pc1", "pc2", "pc3"]].to_numpy()
+    np.testing.assert_allclose(xy, reference.transform(weights), atol=1e-4)
+
+
 def test_pca_extremes(trained_edb):
     result = pca_items(trained_edb, n_items=1000, k=3)
     lowest, highest = pca_extremes(result, component=2, n=10)

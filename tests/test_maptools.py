@@ -94,3 +94,19 @@ def test_the_map_modules_do_not_import_umap():
     code = f"import sys, collab_core.maps, collab_core.export; {loaded}"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_a_pca_map_does_not_import_scikit_learn(ml100k_dir):
+    """The default map is NumPy's: scikit-learn (1.2 s to import with SciPy's statistics) waits for
+    t-SNE or a genre's separability."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from collab_core.data import load_dataset; from collab_core.config import preset;"
+        "from collab_core.learner import get_or_train; from collab_core.analysis import pca_items;"
+        f"t = get_or_train(load_dataset({str(ml100k_dir)!r}), preset('fast', epochs=1), None, 'cpu');"
+        "pca_items(t, 500, k=2); print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False"]
