@@ -22,6 +22,7 @@ forked child cannot use) stay in the worker thread.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -224,7 +225,11 @@ class TrainingJob(BackgroundJob):
         child = FORK.Process(target=_train_in_child, args=args, name=self._thread.name, daemon=True)
         if self._stop.is_set():  # Stop before the fork
             self._child_stop.set()
-        child.start()
+        gc.freeze()  # the child's collector then leaves the server's objects (and their pages) alone
+        try:
+            child.start()
+        finally:
+            gc.unfreeze()
         send.close()  # the child holds the only writer: its exit ends the reads
         try:
             while True:
