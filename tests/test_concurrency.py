@@ -272,3 +272,17 @@ def test_a_training_process_killed_midway_is_reported_and_stores_nothing(taste, 
         "the training process ended without a result (signal 9"
     )
     assert ModelStore(tmp_path).list() == []
+
+
+def test_the_server_computes_on_one_torch_thread_while_a_forked_fit_runs(taste, tmp_path):
+    """The fit holds a core: the server's own ops go to one thread meanwhile, and back after."""
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    job = TrainingJob(taste, TrainConfig(epochs=200, bs=16, n_factors=8), ModelStore(tmp_path), "cpu").start()
+    deadline = time.monotonic() + 60
+    while job.progress().step == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen.append(torch.get_num_threads())
+    job.stop()
+    job.join(60)
+    assert seen == [1] and torch.get_num_threads() == before
