@@ -193,14 +193,17 @@ def fit_autoencoder(
                 if not last_stage:
                     continue
                 # keep the best round of the last stage on the choosing ratings (or the last round)
-                if choose is None or held_mse < best_loss:
-                    best_loss, kept, since_best = held_mse or 0.0, n, 0
+                if choose is None:
+                    kept = n
+                elif held_mse < best_loss:
+                    best_loss, kept, since_best = held_mse, n, 0
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     since_best += 1
                     if since_best >= PATIENCE:
                         break
-        model.load_state_dict(best_state)
+        if choose is not None:
+            model.load_state_dict(best_state)
         return kept
 
     # choose: the rounds, on the held-out training ratings
