@@ -9,15 +9,16 @@ each axis signed to agree with the previous frame's, so the picture neither flip
 initial weights' meaningless axes (a basis fixed at an early frame would show the final map from
 an arbitrary angle). It is computed once per frame here (~1 ms, ~30 times a run), not per redraw.
 
-A fit that runs on one thread (the dot-product models on the CPU: optim.FusedDotStep, the default
-recipes at every size) runs in a process forked from the server, and the worker thread relays its
-events from a pipe. In the server's own thread it shared the interpreter lock with every session's
-script and the web loop: a cold server's first page, importing its modules while the default model
-trained, held the fit at 5.2 s of wall time for 1.3 s of its own CPU time. The fork shares the
-data copy-on-write (no pickling; at 25M nothing is copied), dies with the server, and runs torch on
-one thread: the parent's OpenMP pool does not survive a fork, and a child that asks for two threads
-hangs in it. Other fits (the NN and autoencoder families on two threads, anything on CUDA, which a
-forked child cannot use) stay in the worker thread.
+A fit that runs on one thread with dense updates (the dot-product models on the CPU, the default
+recipe at ml-100k: optim.FusedDotStep; `forked` says why not the sparse one) runs in a process
+forked from the server, and the worker thread relays its events from a pipe. In the server's own
+thread it shared the interpreter lock with every session's script and the web loop: a cold
+server's first page, importing its modules while the default model trained, held the fit at 5.2 s
+of wall time for 1.3 s of its own CPU time. The fork shares the data copy-on-write (no pickling),
+dies with the server, and runs torch on one thread: the parent's OpenMP pool does not survive a
+fork, and a child that asks for two threads hangs in it. Other fits (sparse ones, the NN and
+autoencoder families on two threads, anything on CUDA, which a forked child cannot use) stay in
+the worker thread.
 """
 
 from __future__ import annotations
@@ -296,8 +297,14 @@ WHILE_FORKED = _WhileForked()
 
 
 def forked(config: TrainConfig, device: str) -> bool:
-    """Whether this fit runs in a forked process (module docstring)."""
-    return FORK is not None and pick_device(device).type == "cpu" and one_thread_fit(config)
+    """Whether this fit runs in a forked process (module docstring): a one-thread CPU fit with dense
+    updates, whose thousands of tiny steps wait on the interpreter lock in the server's thread. Not
+    a sparse one (25M's default): its steps are large NumPy operations that let the lock go, it fits
+    in the same time in the thread (121.6 s against 118.9-120.5 s forked, default recipe at 25M),
+    and forked it cost 0.3 GB of copied pages (peak PSS of server and fit 2.98-3.11 GB, 2.70 GB in
+    the thread; the ceiling is 3 GB)."""
+    cpu = FORK is not None and pick_device(device).type == "cpu"
+    return cpu and one_thread_fit(config) and not config.sparse
 
 
 def _train_in_child(send, stop, dataset: Dataset, config: TrainConfig, store: ModelStore, encoded, rows):

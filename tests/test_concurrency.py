@@ -286,3 +286,16 @@ def test_the_server_computes_on_one_torch_thread_while_a_forked_fit_runs(taste, 
     job.stop()
     job.join(60)
     assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_which_fits_are_forked():
+    """Dense one-thread CPU fits; not sparse ones (their large steps let the lock go), not the NN
+    models (two threads), not CUDA (a forked child cannot use it)."""
+    from collab_ui.jobs import FORK, forked
+
+    assert FORK is not None  # Linux
+    assert forked(TrainConfig(), "cpu") and forked(TrainConfig(model="dot_bias"), "cpu")
+    assert not forked(TrainConfig(sparse=True, bs=8192), "cpu")
+    assert not forked(TrainConfig(model="embedding_nn"), "cpu") and not forked(
+        TrainConfig(model="autorec"), "cpu"
+    )
