@@ -299,3 +299,43 @@ def test_which_fits_are_forked():
     assert not forked(TrainConfig(model="embedding_nn"), "cpu") and not forked(
         TrainConfig(model="autorec"), "cpu"
     )
+
+
+def test_a_forked_fit_dies_with_a_killed_server(tmp_path):
+    """SIGKILL the process that started a forked fit: the fit ends too, with nothing stored."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from conftest import taste_dataset
+from collab_core.config import TrainConfig
+from collab_core.store import ModelStore
+from collab_ui.jobs import TrainingJob
+import multiprocessing
+config = TrainConfig(epochs=1000, bs=16, n_factors=8)
+job = TrainingJob(taste_dataset(), config, ModelStore({str(tmp_path)!r}), "cpu")
+job.start()
+while job.progress().step == 0:
+    time.sleep(0.05)
+print(multiprocessing.active_children()[0].pid, flush=True)
+time.sleep(600)
+"""
+    server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(server.stdout.readline())
+    os.kill(child, 0)  # training
+    server.kill()
+    server.wait(30)
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child) and ModelStore(tmp_path).list() == []
+
+
+def alive(pid: int) -> bool:
+    """Running: not gone, and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
