@@ -31,11 +31,10 @@ def n_parameters(model: str, n_users: int, n_items: int, n_factors: int) -> int:
     the meta device: its init imports torch._dynamo, 1.4-3 s of a first training in a process."""
     import torch  # here: the data layer reads available_bytes without paying torch's import
 
-    from collab_core.nets import MODELS, DotModel, create_model
+    from collab_core.nets import MODELS, create_model, fused_family
 
-    cls = MODELS.get(model)
-    if cls is not None and issubclass(cls, DotModel) and cls.fusable:  # (dot_bias_ce has level weights too)
-        return (n_users + n_items) * (n_factors + int(cls.has_bias))
+    if fused_family(model):  # (not dot_bias_ce: it has level weights too)
+        return (n_users + n_items) * (n_factors + int(MODELS[model].has_bias))
     with torch.device("meta"):
         return sum(p.numel() for p in create_model(model, n_users, n_items, n_factors).parameters())
 

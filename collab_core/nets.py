@@ -602,6 +602,12 @@ MODELS: dict[str, type[CollabModel]] = {
 assert tuple(MODELS) == MODEL_KEYS, "config.MODEL_KEYS must list nets.MODELS"
 
 
+def fused_family(key: str) -> bool:
+    """Whether the model key is a dot-product family that optim.FusedDotStep trains on the CPU."""
+    cls = MODELS.get(key)
+    return cls is not None and issubclass(cls, DotModel) and cls.fusable
+
+
 def create_model(
     key: str, n_users: int, n_items: int, n_factors: int = 50, y_range: YRange = (0, 5.5), **inputs
 ) -> CollabModel:

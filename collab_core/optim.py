@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from collab_core import distributed
 from collab_core.config import TrainConfig
 from collab_core.errors import ConfigError
-from collab_core.nets import MODELS, DotModel
+from collab_core.nets import DotModel, fused_family
 from collab_core.rowadam import RowAdamW, adamw_, loss_and_grad
 
 Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -105,8 +105,7 @@ class Step(Protocol):
 def one_thread_fit(config: TrainConfig) -> bool:
     """Whether a CPU fit of `config` takes FusedDotStep, as pick_step decides: NumPy and torch on
     one thread, so it can run in a process forked from a threaded server (collab_ui.jobs)."""
-    cls = MODELS[config.model]
-    return issubclass(cls, DotModel) and cls.fusable and not distributed.active()
+    return fused_family(config.model) and not distributed.active()
 
 
 def pick_step(

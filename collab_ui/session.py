@@ -18,7 +18,7 @@ from collab_core.recipes import Recipe, format_seconds
 from collab_core.record import StoredModel
 from collab_core.store import ModelStore
 from collab_ui import cache
-from collab_ui.draw import error, fraction, progress_text, training_panel
+from collab_ui.draw import CURVE_SECONDS, error, fraction, progress_text, training_panel
 from collab_ui.jobs import DONE, FAILED, RUNNING, TrainingJob
 
 DEFAULT = "default"  # the model selector's option for the default model (Context.default_config)
@@ -290,7 +290,7 @@ def _book_button(ctx: Context) -> None:
         st.switch_page("app_pages/train.py")
 
 
-@st.fragment(run_every=1.0)  # as the training panel (draw.CURVE_SECONDS); cheap with no post-run GC
+@st.fragment(run_every=CURVE_SECONDS)  # as the training panel; cheap with no post-run GC (config.toml)
 def _sidebar_status(job: TrainingJob) -> None:
     p = job.progress()
     if p.status != RUNNING:
