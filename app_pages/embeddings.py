@@ -168,7 +168,8 @@ def url_selection() -> list[int]:
 
 
 if coords is not None:
-    coords = coords.join(cache.movie_errors(trained)["valid_rmse"])
+    if charts.COLOURS[colour][0] == "valid_rmse":  # predicts every validation rating (25M: 5M, 0.3-0.7 s)
+        coords = coords.join(cache.movie_errors(trained)["valid_rmse"])
     members = cache.in_genre(trained, genre) if genre else None
     figure = charts.embedding_map(coords, x, y, colour, label_top, title, names, members)
     near = None
@@ -258,8 +259,13 @@ with st.expander("Export: the vectors for TensorFlow's Embedding Projector, the 
         )  # fmt: skip
     download_csv(export.item_metadata(trained).reset_index(), "items", "download_items", right)
 
-with st.expander("Through training: the map as it formed", icon=":material/animation:"):
-    animation.through_training(trained)
+# drawn only while open: 31 frames of 1,000 movies to send and draw (at 25M a new session's Embeddings
+# right after a training took 3.9-4.4 s with it drawn, 2.8 s without it and the validation errors)
+through = st.expander("Through training: the map as it formed", icon=":material/animation:", key="map_through",
+                      on_change="rerun")  # fmt: skip
+if through.open:
+    with through:
+        animation.through_training(trained)
 
 explain_views.user_on_map(trained, n_items, K, x_name, y_name)
 explain_views.genre_readability(trained)

@@ -22,7 +22,7 @@ from collab_core.errors import ConfigError, DataError
 
 NA = "#na#"
 KEEP_FROM = 1_000_000  # ratings from which an encoding or a split is kept on disk (smaller: milliseconds)
-ENCODING_VERSION = 2  # bump when what encode makes changes (2: the float32 ratings kept too)
+ENCODING_VERSION = 3  # bump when what encode makes changes (2: the float32 ratings kept too; 3: totals)
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +54,17 @@ class Encoded:
     @cached_property
     def user_counts(self) -> np.ndarray:
         """(n_users,) ratings per user index."""
-        return torch.bincount(self.user_idx, minlength=self.n_users).numpy()
+        return self.user_totals[0]
+
+    @cached_property
+    def user_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(count int64, sum of ratings float64) per user index (kept with a cached encoding)."""
+        return _totals(self.user_idx, self.rating, self.n_users)
+
+    @cached_property
+    def item_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(count int64, sum of ratings float64) per item index (kept with a cached encoding)."""
+        return _totals(self.item_idx, self.rating, self.n_items)
 
     @cached_property
     def _rows_by_user(self) -> tuple[np.ndarray | None, np.ndarray]:
@@ -65,6 +75,18 @@ class Encoded:
         if bool((users[1:] >= users[:-1]).all()):
             return None, starts
         return np.argsort(users, kind="stable").astype(_row_dtype(len(users))), starts
+
+
+def _totals(index: torch.Tensor, ratings: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Count and sum of the ratings per index value 0..n-1. torch's bincount reads the int32 index as
+    it is (NumPy's would copy it to int64 first), and sums float32 ratings exactly while they are
+    halves below 2**23."""
+    count = torch.bincount(index, minlength=n).numpy().astype(np.int64, copy=False)
+    total = torch.bincount(index, weights=ratings, minlength=n).numpy().astype(np.float64)
+    return count, total
+
+
+TOTALS = ("user_totals", "item_totals")  # kept with a cached encoding: 0.19 s of bincounts at 25M
 
 
 def encode(dataset: Dataset, item_key: str = "title", cache_dir: Path | None = None) -> Encoded:
@@ -86,6 +108,8 @@ def encode(dataset: Dataset, item_key: str = "title", cache_dir: Path | None = N
     encoded = _encode(dataset, item_key)
     frames = {name: pd.DataFrame({"key": getattr(encoded, name)[1:]}) for name in ("users", "items")}
     arrays = {name: getattr(encoded, name).numpy() for name in ("user_idx", "item_idx", "rating")}
+    for name in TOTALS:
+        arrays[f"{name}_count"], arrays[f"{name}_sum"] = getattr(encoded, name)
     tablecache.write_entry(cache_dir, key, frames, arrays, {"item_key": item_key})
     return encoded
 
@@ -111,7 +135,7 @@ def _encoded(
     rating = indices.get("rating")
     if rating is None or len(rating) != len(dataset.ratings):
         rating = dataset.ratings["rating"].to_numpy(dtype=np.float32)
-    return Encoded(
+    encoded = Encoded(
         users=np.concatenate([np.array([NA], dtype=object), np.asarray(users).astype(object)]),
         items=np.concatenate([np.array([NA], dtype=object), np.asarray(items).astype(object)]),
         user_idx=torch.from_numpy(indices["user_idx"]),
@@ -119,6 +143,12 @@ def _encoded(
         rating=torch.from_numpy(rating if rating.flags.writeable else rating.copy()),  # shared, not copied
         item_key=item_key,
     )
+    for name in TOTALS:  # read back with a cached encoding (sizes checked: a damaged one is made again)
+        count, total = indices.get(f"{name}_count"), indices.get(f"{name}_sum")
+        size = encoded.n_users if name == "user_totals" else encoded.n_items
+        if count is not None and total is not None and len(count) == len(total) == size:
+            vars(encoded)[name] = (np.asarray(count, dtype=np.int64), np.asarray(total, dtype=np.float64))
+    return encoded
 
 
 def item_titles(dataset: Dataset, encoded: Encoded) -> np.ndarray:

@@ -34,7 +34,8 @@ Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 class Trained:
     """A trained model with the data, encoding and split it was trained on, and the tables derived
     from them, each built on first use (the model must not change afterwards; a copy made with
-    dataclasses.replace starts without them, so it never sees stale tables)."""
+    dataclasses.replace starts without them, so it never sees stale tables). The tables of the
+    ratings alone (item_table, user_table) are shared by every model of the encoding."""
 
     config: TrainConfig
     model: CollabModel = field(repr=False)

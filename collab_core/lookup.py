@@ -33,7 +33,8 @@ class Lookup:
 
     def user_index(self, user: object) -> int:
         """The embedding index of a raw user id (int or its string)."""
-        found = _get(self._users, user)
+        ids = self._integer_users
+        found = _get(self._users, user) if ids is None else _position(ids, _as_int(user))
         if found is None:
             raise self._unknown_user(user)
         return found
@@ -60,6 +61,16 @@ class Lookup:
         return np.array([self.item_index(i) for i in items], dtype=np.int64)
 
     @cached_property
+    def _integer_users(self) -> np.ndarray | None:
+        """The user ids as int64 when they are integers (sorted, as the vocabulary is): looked up by
+        binary search, not in a dict of every id and its string (162k users: 0.07 s a model)."""
+        users = self.encoded.users[1:]
+        if pd.api.types.infer_dtype(users, skipna=False) != "integer":
+            return None
+        ids = users.astype(np.int64)
+        return ids if bool((ids[1:] > ids[:-1]).all()) else None
+
+    @cached_property
     def _users(self) -> dict:
         users = self.encoded.users[1:]
         lookup = {str(u): i for i, u in enumerate(users, start=1)}
@@ -68,20 +79,27 @@ class Lookup:
 
     @cached_property
     def _items(self) -> dict:
-        """Keys: titles, raw ids and their strings; titles win over id strings on a clash."""
+        """Keys: titles, raw ids and their strings; titles win over id strings on a clash. Matched
+        by one hash join of the item table against the vocabulary (a dict per row took 0.35 s at 25M)."""
         encoded, items = self.encoded, self.dataset.items
-        by_key = {k: i for i, k in enumerate(encoded.items[1:], start=1)}
+        keys = pd.Index(encoded.items[1:])
+        by_key = dict(zip(keys.tolist(), range(1, len(keys) + 1)))
         lookup: dict = {}
         if encoded.item_key == "title":
-            rated = items.loc[items["title"].isin(by_key)]
-            by_id = dict(zip(rated.index, rated["title"].map(by_key)))
+            position = keys.get_indexer(items["title"].to_numpy(dtype=object))
+            rated = position >= 0
+            by_id = dict(zip(items.index[rated].tolist(), (position[rated] + 1).tolist()))
             lookup.update({str(k): i for k, i in by_id.items()})
             lookup.update(by_id)
         else:
             lookup.update({str(k): i for k, i in by_key.items()})
-            rated = items.loc[items.index.isin(list(by_key)), "title"]
-            for title, ids in rated.groupby(rated, sort=False).groups.items():
-                lookup[title] = by_key[ids[0]] if len(ids) == 1 else sorted(ids.tolist())
+            titles = items["title"][keys.get_indexer(items.index) >= 0]
+            shared = titles.duplicated(keep=False).to_numpy()
+            lookup.update(
+                zip(titles[~shared].tolist(), (keys.get_indexer(titles.index[~shared]) + 1).tolist())
+            )
+            for title, ids in titles[shared].groupby(titles[shared], sort=False).groups.items():
+                lookup[title] = sorted(ids.tolist())
         lookup.update(by_key)
         return lookup
 
@@ -119,6 +137,26 @@ class Lookup:
             return DataError(f"no item {item!r} in {dataset.name}; did you mean {hint}?")
         return DataError(f"no item {item!r} in {dataset.name}: no title is like it ({len(titles):,} titles, "
                          f"with the year, e.g. {titles[len(titles) // 2]!r})")  # fmt: skip
+
+
+def _as_int(value: object) -> int | None:
+    """value as the integer id it names, as a dict of ids and their strings matches it: an int, an
+    integral float, or the string an int prints as ("7", not "07" or " 7")."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else None
+    if isinstance(value, str) and value.lstrip("-").isdigit() and value.isascii():
+        return int(value) if str(int(value)) == value else None
+    return None
+
+
+def _position(ids: np.ndarray, value: int | None) -> int | None:
+    """The embedding index of integer id `value` among sorted `ids` (index 0 is #na#), or None."""
+    if value is None or not -(2**63) <= value < 2**63:
+        return None
+    at = int(np.searchsorted(ids, value))
+    return at + 1 if at < len(ids) and ids[at] == value else None
 
 
 def _get(lookup: dict, key: object) -> object:

@@ -208,8 +208,10 @@ def in_genre(genres: pd.Series, genre: str) -> pd.Series:
 
 
 def genres_of(trained: Trained) -> list[str]:
-    """Every genre named in the item table, in name order."""
-    return genre_flags(trained.item_table["genres"]).columns.tolist()
+    """Every genre named in the item table, in name order (genre_flags' columns), read from its
+    distinct genre strings (25M: 1,600 of them; a flag per movie took 0.06-0.19 s)."""
+    combos = trained.item_table["genres"].dropna().unique()
+    return sorted({genre for combo in combos for genre in str(combo).split("|")} - {""})
 
 
 def map_neighbours(trained: Trained, item: object, candidates: np.ndarray, k: int = 10) -> pd.DataFrame:

@@ -324,8 +324,16 @@ def genre_readability(trained: Trained) -> None:
 
 
 def how_sure(trained: Trained) -> None:
-    """The movies the model predicts worst, and the thinly rated movies with extreme biases."""
-    with st.expander("How sure is the model? The movies it predicts worst, and thin extreme biases"):
+    """The movies the model predicts worst, and the thinly rated movies with extreme biases: made
+    only while open (the worst predicted need every validation rating predicted: 5M at 25M)."""
+    box = st.expander(
+        "How sure is the model? The movies it predicts worst, and thin extreme biases",
+        key="how_sure",
+        on_change="rerun",
+    )
+    if not box.open:
+        return
+    with box:
         left, right = st.columns(2)
         min_valid = left.slider("Worst predicted: at least … validation ratings", 1, 50, 5, key="worst_min")
         max_ratings = right.slider("Thin biases: at most … ratings", 1, 50, 5, key="thin_max")

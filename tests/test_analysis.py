@@ -3,12 +3,15 @@ recommendations, new users, crosstabs, ranking metrics), and over every model on
 dataset with a known answer."""
 
 import dataclasses
+import gc
+import weakref
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from collab_core import stats
 from collab_core.analysis import (
     bias_points,
     bias_table,
@@ -25,6 +28,7 @@ from collab_core.analysis import (
     user_stats,
 )
 from collab_core.config import TrainConfig
+from collab_core.encoding import encode
 from collab_core.errors import ConfigError, DataError
 from collab_core.foldin import fold_in_user, new_user_scores
 from collab_core.learner import Trained, build_model, prepare
@@ -82,6 +86,19 @@ def test_item_and_user_stats_count_all_ratings(trained_edb):
     assert item_stats(trained_edb).loc[1, "title"] != "changed"
 
 
+def test_the_tables_of_the_ratings_are_made_once_per_encoding(ml100k):
+    encoded = encode(ml100k)
+    items, users = stats.item_table(ml100k, encoded), stats.user_table(ml100k, encoded)
+    assert stats.item_table(ml100k, encoded) is items and stats.user_table(ml100k, encoded) is users
+    other = encode(ml100k)  # another encoding (as another dataset's would be) gets its own
+    assert stats.item_table(ml100k, other) is not items
+    pd.testing.assert_frame_equal(stats.item_table(ml100k, other), items)
+    kept = weakref.ref(items)
+    del encoded, items, users
+    gc.collect()
+    assert kept() is None  # kept while its encoding lives, no longer
+
+
 def test_bias_lists_are_the_books(trained_edb):
     lowest, highest = bias_table(trained_edb, n=10)
     assert list(highest.columns) == ["title", "bias", "mean_rating", "n_ratings"]
@@ -124,7 +141,8 @@ def test_a_replaced_model_starts_with_fresh_tables(trained_edb):
     before = nearest_items(trained_edb, "Star Wars (1977)")
     config = TrainConfig(model="embedding_dot_bias")
     fresh = dataclasses.replace(trained_edb, model=build_model(config, 944, 1665, "cpu").eval())
-    assert fresh.item_table is not trained_edb.item_table and fresh.lookup is not trained_edb.lookup
+    assert fresh.lookup is not trained_edb.lookup
+    assert fresh.item_table is trained_edb.item_table  # of the ratings, not the model: one per encoding
     assert not fresh.item_vectors[0].equal(trained_edb.item_vectors[0])
     assert list(nearest_items(fresh, "Star Wars (1977)").index) != list(before.index)
     pd.testing.assert_frame_equal(nearest_items(trained_edb, "Star Wars (1977)"), before)

@@ -228,6 +228,9 @@ def assert_same_encoding(got, want) -> None:
         assert getattr(got, name).dtype == getattr(want, name).dtype
         assert np.array_equal(getattr(got, name).numpy(), getattr(want, name).numpy())
     assert got.item_key == want.item_key
+    for name in ("user_totals", "item_totals"):
+        for got_part, want_part in zip(getattr(got, name), getattr(want, name), strict=True):
+            assert got_part.dtype == want_part.dtype and np.array_equal(got_part, want_part)
 
 
 @pytest.mark.parametrize("item_key", ["title", "id"])
@@ -236,8 +239,13 @@ def test_a_kept_encoding_is_the_computed_one(big, tmp_path, item_key):
     first = encode(big, item_key, cache_dir=tmp_path)  # made here, then written
     (entry,) = (tmp_path / "tables").glob("encoding-*")
     again = encode(big, item_key, cache_dir=tmp_path)  # read back
+    assert {"user_totals", "item_totals"} <= set(vars(again))  # with its totals: not summed again
     assert_same_encoding(first, computed)
     assert_same_encoding(again, computed)
+    counts, sums = computed.item_totals
+    rows = big.ratings["item"].to_numpy() == big.ratings["item"].iloc[0]
+    at = computed.item_idx[0].item()
+    assert counts[at] == rows.sum() and sums[at] == big.ratings["rating"].to_numpy()[rows].sum()
     (entry / "user_idx.npy").write_bytes((entry / "user_idx.npy").read_bytes()[:1000])  # cut short
     assert_same_encoding(encode(big, item_key, cache_dir=tmp_path), computed)  # made again
     assert_same_encoding(encode(big, item_key, cache_dir=tmp_path), computed)  # and kept whole

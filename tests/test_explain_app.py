@@ -119,6 +119,11 @@ def test_genre_readability_and_how_sure(trained):  # noqa: F811
     at.toggle(key="readability_run").set_value(True).run()
     took = time.perf_counter() - started
     assert_clean(at)
+    with pytest.raises(KeyError):  # drawn only while open
+        at.get_by_key("worst_predicted")
+    at.session_state["how_sure"] = True  # opened (a click on the expander sets it and reruns)
+    at.run()
+    assert_clean(at)
     readability = table(at, "readability")
     assert "Drama" in set(readability["genre"])
     assert (readability["auc"] > readability["shuffled_auc"]).mean() > 0.5

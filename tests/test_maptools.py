@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from collab_core.analysis import most_rated, pca_items
-from collab_core.maps import genres_of, in_genre, map_neighbours, pca_place, umap_items
+from collab_core.maps import genre_flags, genres_of, in_genre, map_neighbours, pca_place, umap_items
 
 STAR_WARS = "Star Wars (1977)"
 
@@ -23,6 +23,7 @@ def test_a_movie_counts_in_each_of_its_genres(trained_edb):
     assert not in_genre(items["genres"], "no such genre").any()
     # the one-genre-per-movie colour counted Star Wars as Action only; here every genre's count is its own
     assert sum(in_genre(items["genres"], g).sum() for g in genres_of(trained_edb)) > len(items)
+    assert genres_of(trained_edb) == genre_flags(items["genres"]).columns.tolist()  # the same genres
 
 
 def test_neighbours_are_the_nearest_by_full_space_cosine(trained_edb):

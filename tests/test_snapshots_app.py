@@ -20,6 +20,10 @@ def test_the_embeddings_page_plays_the_map_through_training(trained):  # noqa: F
     assert trained.record.snapshots == 31
     at = page("app_pages/embeddings.py")
     assert_clean(at)
+    assert not [c for c in at.get("plotly_chart") if "map_animation" in c.proto.id]  # drawn once opened
+    at.session_state["map_through"] = True  # as a click on the expander sets it (and reruns)
+    at.run()
+    assert_clean(at)
     expander = next(e for e in at.expander if "Through training" in e.label)
     charts = [c for c in expander.get("plotly_chart") if "map_animation" in c.proto.id]
     assert len(charts) == 1
@@ -35,6 +39,8 @@ def test_a_model_stored_without_snapshots_says_so(trained):  # noqa: F811
     config = TrainConfig(epochs=1, n_factors=8)
     key = get_or_train(trained.dataset, config, store, device="cpu", snapshot_items=0).key
     at = page("app_pages/embeddings.py", model=key)
+    at.session_state["map_through"] = True
+    at.run()
     assert_clean(at)
     expander = next(e for e in at.expander if "Through training" in e.label)
     assert not [c for c in expander.get("plotly_chart") if "map_animation" in c.proto.id]
