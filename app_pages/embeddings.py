@@ -261,8 +261,12 @@ with st.expander("Export: the vectors for TensorFlow's Embedding Projector, the 
 
 # drawn only while open: 31 frames of 1,000 movies to send and draw (at 25M a new session's Embeddings
 # right after a training took 3.9-4.4 s with it drawn, 2.8 s without it and the validation errors)
-through = st.expander("Through training: the map as it formed", icon=":material/animation:", key="map_through",
-                      on_change="rerun")  # fmt: skip
+through = st.expander(
+    "Through training: the map as it formed",
+    icon=":material/animation:",
+    key="map_through",
+    on_change="rerun",
+)
 if through.open:
     with through:
         animation.through_training(trained)
