@@ -227,6 +227,7 @@ class TrainingJob(BackgroundJob):
         child = FORK.Process(target=_train_in_child, args=args, name=self._thread.name, daemon=True)
         if self._stop.is_set():  # Stop before the fork
             self._child_stop.set()
+        plan = None
         with WHILE_FORKED:
             WHILE_FORKED.fork(child)
             send.close()  # the child holds the only writer: its exit ends the reads
@@ -237,6 +238,9 @@ class TrainingJob(BackgroundJob):
                     except EOFError:
                         break
                     if kind == "event":
+                        if isinstance(payload, SnapshotEvent):  # the plan comes with the first frame only
+                            plan = payload.plan if payload.plan is not None else plan
+                            payload = replace(payload, plan=plan)
                         self._on_event(payload)
                     elif kind == DONE:
                         return {"from_store": payload}
@@ -254,6 +258,7 @@ class TrainingJob(BackgroundJob):
 
 
 FORK = multiprocessing.get_context("fork") if sys.platform == "linux" else None
+RELAY_SECONDS = 0.1  # a forked fit sends its batch losses at most this often
 
 
 class _WhileForked:
@@ -317,23 +322,59 @@ def _train_in_child(
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     torch.set_num_threads(1)  # the fused step's own choice; two would hang in the parent's dead pool
 
-    def relay(event: BatchEvent | EpochEvent | SnapshotEvent) -> None:
-        if isinstance(event, SnapshotEvent):  # an array pickles; a tensor would go by shared memory
-            event = replace(event, frame=event.frame.numpy())
-        send.send(("event", event))
-
+    relay = _Relay(send)
     try:
         trained = get_or_train(dataset, config, store, "cpu", callback=relay, should_stop=stop.is_set,
                                encoded=encoded, rows=rows)  # fmt: skip
-        send.send((DONE, trained.from_store))
+        outcome = (DONE, trained.from_store)
     except TrainingCancelled as e:
-        send.send((STOPPED, str(e)))
+        outcome = (STOPPED, str(e))
     except CollabError as e:
-        send.send((FAILED, " ".join(str(e).split())))
+        outcome = (FAILED, " ".join(str(e).split()))
     except Exception as e:  # noqa: BLE001 -- the server shows every failure as one line
-        send.send((FAILED, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"))
+        outcome = (FAILED, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}")
+    try:
+        relay.flush()
+        send.send(outcome)
     finally:
         send.close()
+
+
+class _Relay:
+    """The forked fit's events, sent to the server: the batch events of each RELAY_SECONDS merged
+    into one (the page redraws once a second), and a snapshot's plan (the mapped movies' titles and
+    mean ratings) sent with the first frame only, the server putting it back on the others. Sent
+    one by one, 161 events of a 1.2 s fit at ml-100k filled the pipe while the server's reader
+    waited for the interpreter lock: 0.05-0.08 s of the fit spent blocked in send."""
+
+    def __init__(self, send) -> None:
+        self._send = send
+        self._pending: BatchEvent | None = None
+        self._sent_at = 0.0
+        self._plan_sent = False
+
+    def __call__(self, event: BatchEvent | EpochEvent | SnapshotEvent) -> None:
+        if isinstance(event, BatchEvent):
+            if self._pending is not None:
+                event = replace(event, losses=[*self._pending.losses, *event.losses])
+            self._pending = event
+            if time.monotonic() - self._sent_at >= RELAY_SECONDS:
+                self.flush()
+            return
+        self.flush()
+        if isinstance(event, SnapshotEvent):  # an array pickles; a tensor would go by shared memory
+            event = replace(event, frame=event.frame.numpy(), plan=None if self._plan_sent else event.plan)
+            self._plan_sent = True
+        self._post(event)
+
+    def flush(self) -> None:
+        if self._pending is not None:
+            event, self._pending = self._pending, None
+            self._post(event)
+
+    def _post(self, event: BatchEvent | EpochEvent | SnapshotEvent) -> None:
+        self._send.send(("event", event))
+        self._sent_at = time.monotonic()
 
 
 def _die_with(server: int) -> None:

@@ -87,3 +87,18 @@ def test_string_ids_are_filtered_by_their_names(tmp_path):
     mask = browse.matches(dataset, RatingFilter(users=("u3", "u8", "nobody")))
     assert browse.page(dataset, mask, 0, 50)["user"].astype(str).tolist() == ["u3"] * 6 + ["u8"] * 6
     assert browse.ratings_per_user(dataset).to_dict() == {f"u{u}": 6 for u in range(1, 9)}
+
+
+def test_counting_a_chunk_at_a_time_counts_as_bincount_does():
+    """Values counted a chunk at a time (no column-sized temporary): the same counts as one bincount,
+    whether the largest value comes in the first chunk or a later one, with or without a minimum length."""
+    from collab_core.browse import CHUNK, _chunked_bincount
+
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 1000, 2 * CHUNK + 123).astype(np.int32)
+    values[-1] = 5000  # the last chunk has the largest
+    as_bins = lambda v: v.astype(np.intp)  # noqa: E731
+    assert np.array_equal(_chunked_bincount(values, as_bins), np.bincount(values))
+    assert np.array_equal(_chunked_bincount(values, as_bins, 9000), np.bincount(values, minlength=9000))
+    assert np.array_equal(_chunked_bincount(values[::-1].copy(), as_bins), np.bincount(values))
+    assert len(_chunked_bincount(values[:0], as_bins)) == 0

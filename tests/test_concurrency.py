@@ -228,6 +228,7 @@ def test_a_dot_model_trains_in_a_forked_process_to_the_same_weights(taste, tmp_p
     assert fit_pids(counted_fits) - {os.getpid()}  # fitted elsewhere
     assert [row["epoch"] for row in p.epochs] == [0, 1, 2] and len(p.batch_losses) == p.step == p.total_steps
     assert p.map_xy is not None and p.map_frame == p.map_frames - 1  # the live map's frames came too
+    assert len(p.map_labels) == len(p.map_colour) == len(p.map_xy)  # the plan, sent once, on the last frame
     assert not multiprocessing.active_children()
     here = get_or_train(taste, config, None, "cpu")
     stored = load_trained(taste, next(iter(store.list())), store, "cpu")
