@@ -143,13 +143,19 @@ def test_an_entry_without_snapshots_still_loads(taste, tmp_path):
         assert store.load(trained.key) is None
 
 
-def test_a_job_publishes_the_live_map(taste, tmp_path):
-    """The training job projects each frame on its own PCA axes, signed like the previous frame's."""
+def test_a_job_publishes_the_live_map(taste, tmp_path, monkeypatch):
+    """The training job projects the latest frame on its own PCA axes, signed like the previous
+    projection's, when a page asks for it: not every frame as it comes."""
+    from collab_ui import jobs
     from collab_ui.jobs import DONE, TrainingJob
 
+    projected = []
+    monkeypatch.setattr(jobs, "live_basis", lambda frame, *a: projected.append(1) or live_basis(frame, *a))
     job = TrainingJob(taste, TASTE, ModelStore(tmp_path), "cpu").start()
     job.join(120)
+    assert not projected  # 31 frames came, and no page asked
     p = job.progress()
+    assert len(projected) == 1 and job.progress().map_frame == 30 and len(projected) == 1
     assert p.status == DONE and p.map_frames == 31 and p.map_frame == 30 and p.map_epoch == 3
     assert p.map_xy.shape == (24, 2) and len(p.map_labels) == len(p.map_colour) == 24  # all its items
     table = item_table(taste, encode(taste, "title")).set_index("title")  # the Embeddings page's
