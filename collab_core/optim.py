@@ -221,9 +221,11 @@ class FusedDotStep:
         # training data as NumPy, int32 indices (half the bytes to shuffle); item indices offset so
         # they address item rows of the one matrix
         users, items, ratings = (t.cpu() for t in train)
-        self.users = users.numpy().astype(np.int32)
-        self.items = (items + self.n_users).numpy().astype(np.int32)
+        self.users = users.numpy().astype(np.int32, copy=False)
+        self.items = (items + self.n_users).numpy().astype(np.int32, copy=False)
         self.ratings = ratings.numpy()
+        # each epoch's shuffle is taken into these, not into fresh arrays beside the last epoch's
+        self.u, self.i, self.r = (np.empty_like(a) for a in (self.users, self.items, self.ratings))
         # every weight in one (n_users + n_items, F + 1) matrix: rows [factors | bias]; with AdamW's
         # state, stepped by torch's fused kernel directly (torch.optim's wrapper around the same
         # kernel costs more per call than the kernel itself at this size). NumPy allocates them:
@@ -244,7 +246,8 @@ class FusedDotStep:
 
     def shuffle(self, perm: torch.Tensor) -> None:
         p = perm.cpu().numpy()
-        self.u, self.i, self.r = np.take(self.users, p), np.take(self.items, p), np.take(self.ratings, p)
+        for source, shuffled in ((self.users, self.u), (self.items, self.i), (self.ratings, self.r)):
+            np.take(source, p, out=shuffled, mode="clip")  # "clip": no buffer (p is a permutation)
 
     def __call__(self, batch: int, lr: float, beta1: float) -> float:
         s = slice(batch * self.bs, (batch + 1) * self.bs)
