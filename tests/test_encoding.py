@@ -208,10 +208,29 @@ def test_a_damaged_or_partial_split_file_is_ignored_and_rewritten(big, tmp_path,
         "longer": intact + b"\0",
     }[damage]
     path.write_bytes(damaged)
+    for rows in (tmp_path / "splits").glob("*.npy"):  # without the rows kept beside it, the mask is read
+        rows.unlink()
     got = split(big, cache_dir=tmp_path)
     assert all(np.array_equal(g, w) for g, w in zip(got, computed, strict=True))
     assert path.read_bytes() == intact  # written again, whole
     assert not list((tmp_path / "splits").glob(".*.tmp"))
+
+
+def test_a_kept_splits_rows_are_mapped_and_checked(big, tmp_path):
+    computed = split(big, cache_dir=tmp_path)
+    train_file, valid_file = sorted((tmp_path / "splits").glob("*.npy"))  # .train.npy, .valid.npy
+    assert train_file.name.endswith(".train.npy") and valid_file.name.endswith(".valid.npy")
+    mapped = split(big, cache_dir=tmp_path)
+    assert all(isinstance(rows, np.memmap) for rows in mapped)  # read back without being made
+    assert all(np.array_equal(g, w) and g.dtype == w.dtype for g, w in zip(mapped, computed, strict=True))
+    mapped[1][0] = -1  # copy-on-write: the caller's copy changes, the file does not
+    assert np.array_equal(split(big, cache_dir=tmp_path)[1], computed[1])
+    intact = valid_file.read_bytes()
+    valid_file.write_bytes(intact[: len(intact) // 2])  # cut short: made again from the mask, rewritten
+    assert np.array_equal(split(big, cache_dir=tmp_path)[1], computed[1])
+    assert valid_file.read_bytes() == intact
+    np.save(train_file, np.arange(5, dtype=np.int32))  # rows of some other split: not taken
+    assert all(np.array_equal(g, w) for g, w in zip(split(big, cache_dir=tmp_path), computed, strict=True))
 
 
 def test_small_splits_and_fold_files_are_not_kept(ml100k, tmp_path):
