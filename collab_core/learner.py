@@ -21,7 +21,7 @@ from collab_core.data import Dataset
 from collab_core.encoding import Encoded, encode, split
 from collab_core.errors import ConfigError, DataError
 from collab_core.lookup import Lookup
-from collab_core.nets import MODELS, AutoEncoder, CollabModel, create_model
+from collab_core.nets import MODELS, AutoEncoder, CollabModel, create_model, without_initial_weights
 from collab_core.optim import one_thread_fit
 from collab_core.record import DataIdentity, History, Metrics, Split, StoredModel
 from collab_core.snapshots import N_ITEMS, Snapshots, plan
@@ -308,7 +308,8 @@ def _from_store(
         return None
     try:  # built from the checkpoint's own tensors (side features, rating levels): it needs no more
         inputs = MODELS[config.model].state_inputs(entry.state)
-        model = build_model(config, encoded.n_users, encoded.n_items, device, inputs)
+        with without_initial_weights():  # the checkpoint sets them
+            model = build_model(config, encoded.n_users, encoded.n_items, device, inputs)
         model.load_state_dict(entry.state)
     except (RuntimeError, KeyError, ConfigError, UnicodeDecodeError) as e:
         message = " ".join(str(e).split())[:200]

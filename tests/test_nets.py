@@ -181,3 +181,25 @@ def test_nn_models_follow_fastai():
     assert [m.bias is None for m in tabular.layers if isinstance(m, nn.Linear)] == [True, True, False]
     for bn in (tabular.layers[2], tabular.layers[5]):
         assert (bn.weight == 1).all() and (bn.bias == 1e-3).all()  # fastai's BatchNorm init
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_a_model_built_without_initial_weights_then_loaded_is_the_model(ml100k, key):
+    """A stored model opens on a build that skipped its random draws: its checkpoint sets every
+    tensor, so it predicts exactly what the saved model did."""
+    from collab_core.encoding import encode
+    from collab_core.learner import model_inputs
+    from collab_core.nets import without_initial_weights
+
+    config = TrainConfig(model=key, n_factors=8)
+    encoded = encode(ml100k)
+    sizes = (encoded.n_users, encoded.n_items, torch.device("cpu"))
+    saved = build_model(config, *sizes, model_inputs(config, ml100k, encoded))
+    state = saved.state_dict()
+    with without_initial_weights():
+        opened = build_model(config, *sizes, MODELS[key].state_inputs(state))
+    assert build_model(config, *sizes, MODELS[key].state_inputs(state)).state_dict().keys() == state.keys()
+    opened.load_state_dict(state)
+    users, items = encoded.user_idx[:500].long(), encoded.item_idx[:500].long()
+    with torch.no_grad():
+        assert torch.equal(saved.eval()(users, items), opened.eval()(users, items))
