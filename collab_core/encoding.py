@@ -143,7 +143,7 @@ def _encoded(
         rating=torch.from_numpy(rating if rating.flags.writeable else rating.copy()),  # shared, not copied
         item_key=item_key,
     )
-    for name in TOTALS:  # read back with a cached encoding (sizes checked: a damaged one is made again)
+    for name in TOTALS:  # read back with a cached encoding; a pair of another size is summed again when asked
         count, total = indices.get(f"{name}_count"), indices.get(f"{name}_sum")
         size = encoded.n_users if name == "user_totals" else encoded.n_items
         if count is not None and total is not None and len(count) == len(total) == size:
