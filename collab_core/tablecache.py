@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -162,14 +162,27 @@ def write_split(cache_dir: Path, key: str, mask: np.ndarray) -> bool:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _remove_stale(folder, ".*.tmp")
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=folder)
+    except OSError:
+        return False
+
+    def write(f) -> None:
+        f.write(hashlib.blake2b(packed, digest_size=SPLIT_DIGEST).digest())
+        f.write(packed.tobytes())
+
+    return _replace_file(folder / f"{key}.bits", key, write)
+
+
+def _replace_file(path: Path, key: str, write: Callable) -> bool:
+    """write(file) into a temporary file beside path (named for _remove_stale), then os.replace it
+    to path; False, with nothing left behind, when it cannot be written."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
     except OSError:
         return False
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(hashlib.blake2b(packed, digest_size=SPLIT_DIGEST).digest())
-            f.write(packed.tobytes())
-        os.replace(tmp, folder / f"{key}.bits")
+            write(f)
+        os.replace(tmp, path)
         return True
     except OSError:
         Path(tmp).unlink(missing_ok=True)
@@ -225,16 +238,7 @@ def write_split_rows(cache_dir: Path, key: str, train: np.ndarray, valid: np.nda
     for old in (cache_dir / "splits").glob(f"{key}.*.npy"):
         if old not in paths:
             old.unlink(missing_ok=True)
-    for path, rows in zip(paths, (train, valid), strict=True):
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
-        except OSError:
-            return False
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, rows, allow_pickle=False)
-            os.replace(tmp, path)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            return False
-    return True
+    return all(
+        _replace_file(path, key, lambda f, rows=rows: np.save(f, rows, allow_pickle=False))
+        for path, rows in zip(paths, (train, valid), strict=True)
+    )
